@@ -1,0 +1,208 @@
+"""The project's one training loop, used by both train scripts, the grading classifier and the labs.
+
+Data live in memory as tensors and batches are index slices, so no Python runs per sample. Each epoch:
+shuffle (seeded per epoch, so a resumed run sees the same order), forward/backward/step with a tqdm bar
+showing the live loss, validate, keep the best-on-validation weights, save a resumable state.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .checkpoint import _atomic_write
+from .data import Split
+
+LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """``auto`` -> CUDA when present, else CPU. A GPU is used when there, never required."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit(f"--device {name} asked for, but no CUDA device is available; use --device cpu.")
+    return torch.device(name)
+
+
+def set_threads(workers: int) -> None:
+    """Use ``workers`` CPU threads for tensor ops (0 = all cores)."""
+    if workers > 0:
+        torch.set_num_threads(workers)
+
+
+@dataclass
+class FitResult:
+    """What a run did: per-epoch logs, the best epoch and its weights, and why it stopped."""
+
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = -1
+    best_valid: float = math.inf
+    best_state: dict[str, torch.Tensor] | None = None
+    epochs_run: int = 0
+    steps: int = 0
+    seconds: float = 0.0
+    stopped_by: str = "epochs"  # epochs | time_budget | max_steps | interrupted
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loss_fn: LossFn, data: Split, batch_size: int, device: torch.device) -> dict[str, float]:
+    """Batch-size-weighted mean of every loss term over ``data``, in eval mode."""
+    was_training = model.training
+    model.eval()
+    totals: dict[str, float] = {}
+    for i in range(0, len(data), batch_size):
+        x, y = data.x[i:i + batch_size].to(device), data.y[i:i + batch_size].to(device)
+        for k, v in loss_fn(model, x, y).items():
+            totals[k] = totals.get(k, 0.0) + float(v) * len(y)
+    model.train(was_training)
+    return {k: v / len(data) for k, v in totals.items()}
+
+
+def fit(
+    model: nn.Module,
+    loss_fn: LossFn,
+    train: Split,
+    valid: Split,
+    *,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    seed: int,
+    device: torch.device,
+    weight_decay: float = 0.0,
+    state_path: str | Path | None = None,
+    resume: bool = False,
+    time_budget: float | None = None,
+    max_steps: int | None = None,
+    augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
+    tensorboard: str | None = None,
+    log_images: Callable[[nn.Module], dict[str, torch.Tensor]] | None = None,
+    desc: str = "train",
+) -> FitResult:
+    """Train ``model`` with Adam and a cosine learning-rate schedule; return the best-on-valid weights.
+
+    ``loss_fn(model, x, y)`` returns named scalar terms including ``"loss"`` (the one minimised).
+    ``state_path`` gets a resumable state every epoch and on Ctrl-C; ``resume`` continues from it.
+    ``time_budget`` (seconds) stops after the epoch that crosses it; ``max_steps`` stops mid-epoch.
+    """
+    torch.manual_seed(seed)
+    model.to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    steps_per_epoch = math.ceil(len(train) / batch_size)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s / max(epochs * steps_per_epoch, 1), 1.0)))
+    )
+    res = FitResult()
+    start_epoch, elapsed_before = 0, 0.0
+    state_path = Path(state_path) if state_path else None
+    if resume and state_path and state_path.exists():
+        st = torch.load(state_path, map_location="cpu", weights_only=True)
+        model.load_state_dict(st["model"])
+        opt.load_state_dict(st["optimizer"])
+        sched.load_state_dict(st["scheduler"])
+        torch.set_rng_state(st["rng"])
+        start_epoch, elapsed_before = st["epoch"], st["seconds"]
+        res.history, res.best_epoch, res.best_valid = st["history"], st["best_epoch"], st["best_valid"]
+        res.best_state, res.steps = st["best_state"], st["steps"]
+        tqdm.write(f"resumed {desc} from {state_path} after epoch {start_epoch}")
+    elif resume:
+        tqdm.write(f"--resume: no state at {state_path}, starting fresh")
+
+    writer = None
+    if tensorboard:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(tensorboard)
+
+    def save_state(epoch: int) -> None:
+        if state_path is None:
+            return
+        st = {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+              "rng": torch.get_rng_state(), "epoch": epoch, "seconds": res.seconds, "history": res.history,
+              "best_epoch": res.best_epoch, "best_valid": res.best_valid, "best_state": res.best_state,
+              "steps": res.steps}
+        _atomic_write(state_path, lambda p: torch.save(st, p))
+
+    t0 = time.perf_counter() - elapsed_before
+    epoch = start_epoch
+    x_all, y_all = train.x.to(device), train.y.to(device)
+    try:
+        for epoch in range(start_epoch, epochs):
+            # -- shuffle: seeded per epoch so a resumed run sees the same order ----------------
+            gen = torch.Generator().manual_seed(seed * 1000 + epoch)
+            order = torch.randperm(len(train), generator=gen).to(device)
+            model.train()
+            bar = tqdm(range(steps_per_epoch), desc=f"{desc} {epoch + 1}/{epochs}", disable=None, leave=False)
+            running: dict[str, float] = {}
+            seen = 0
+            for b in bar:
+                idx = order[b * batch_size:(b + 1) * batch_size]
+                x, y = x_all[idx], y_all[idx]
+                if augment is not None:
+                    x = augment(x, gen)
+                # -- forward / backward / step ------------------------------------------------
+                terms = loss_fn(model, x, y)
+                opt.zero_grad(set_to_none=True)
+                terms["loss"].backward()
+                opt.step()
+                sched.step()
+                res.steps += 1
+                # -- log ------------------------------------------------------------------------
+                seen += len(idx)
+                for k, v in terms.items():
+                    running[k] = running.get(k, 0.0) + float(v.detach()) * len(idx)
+                if b % 20 == 0:
+                    bar.set_postfix(loss=f"{running['loss'] / seen:.4g}")
+                if max_steps is not None and res.steps >= max_steps:
+                    break
+            bar.close()
+            # -- validate, keep the best weights, save a resumable state -----------------------
+            val = evaluate(model, loss_fn, valid, max(batch_size, 500), device)
+            res.seconds = time.perf_counter() - t0
+            row = {"epoch": epoch + 1, "seconds": round(res.seconds, 2),
+                   **{f"train_{k}": v / seen for k, v in running.items()},
+                   **{f"valid_{k}": v for k, v in val.items()}}
+            res.history.append(row)
+            if val["loss"] < res.best_valid:
+                res.best_valid, res.best_epoch = val["loss"], epoch + 1
+                res.best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+            tqdm.write(f"{desc} epoch {epoch + 1}/{epochs}: train loss {row['train_loss']:.4f}, "
+                       f"valid loss {val['loss']:.4f}" + "".join(
+                           f", valid {k} {v:.4f}" for k, v in val.items() if k != "loss") +
+                       f" ({res.seconds:.0f} s)")
+            if writer is not None:
+                for k, v in row.items():
+                    if k != "epoch":
+                        writer.add_scalar(k.replace("_", "/", 1), v, epoch + 1)
+                if log_images is not None:
+                    for name, grid in log_images(model).items():
+                        writer.add_image(name, grid, epoch + 1)
+            res.epochs_run = epoch + 1
+            save_state(epoch + 1)
+            if max_steps is not None and res.steps >= max_steps:
+                res.stopped_by = "max_steps"
+                break
+            if time_budget is not None and res.seconds >= time_budget:
+                res.stopped_by = "time_budget"
+                break
+    except KeyboardInterrupt:
+        # Ctrl-C: keep what finished epochs produced; the last full epoch's state stays resumable.
+        res.stopped_by = "interrupted"
+        res.seconds = time.perf_counter() - t0
+        tqdm.write(f"\ninterrupted during epoch {epoch + 1}; "
+                   + (f"resume with --resume (state in {state_path})" if state_path else "no state saved"))
+    finally:
+        if writer is not None:
+            writer.close()
+    if res.best_state is not None:
+        model.load_state_dict(res.best_state)
+    return res
