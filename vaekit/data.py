@@ -136,7 +136,8 @@ def load_test_data(path: str | Path | None) -> Split:
                 raise DataError(f"{path} must hold exactly one '*images*' and one '*labels*' IDX file.")
             img_path, lab_path = imgs[0], labs[0]
         else:
-            img_path, lab_path = path, path.with_name(path.name.replace("images", "labels"))
+            img_path = path
+            lab_path = path.with_name(path.name.replace("images", "labels").replace("idx3", "idx1"))
         x, y = read_idx_file(img_path), read_idx_file(lab_path)
     x = np.asarray(x)
     if x.ndim == 0 or len(x) == 0 or x.size != len(x) * 784:

@@ -1,0 +1,99 @@
+"""Grade submissions: course-exact scores plus what a pretrained MNIST classifier sees.
+
+    python grade.py                                   # ./submission.py with ./VAEwolabel and ./Genwithlabel
+    python grade.py --submission G7-FINAL.zip --out graded/G7
+    python grade.py --batch submissions/ --out graded/ -j 2   # one JSON per task + graded/grades.csv
+
+Writes <out>/<task folder>/grade_result.json. Exit status 0 whenever grading ran, even if a submission
+failed (its error is in the JSON); 2 for misuse of the command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from vaekit.checkpoint import CheckpointError
+from vaekit.data import DataError
+from vaekit.generation import TASKS
+from vaekit.grading import GradeSettings, Judge, grade_submission, write_csv
+
+
+def summary(name: str, results: dict[str, dict]) -> str:
+    lines = [f"{name}:"]
+    for task, r in results.items():
+        if r.get("error"):
+            lines.append(f"  {task:4s} ERROR  score 0 — {r['error']}")
+            continue
+        extra = (f"cond_acc {r['cond_accuracy']:.4f}  " if task == "gen"
+                 else f"hist_dev {r['histogram_max_deviation']:.2f}  ")
+        fid = f"fid {r['fid']:.4f}  " if r.get("fid") is not None else ""
+        lines.append(f"  {task:4s} course {r['score']:.2f}/{r['max_score']:.0f}  fair {r['fair_score']:.2f}  "
+                     f"ssim {r['ssim']:.4f}  mse {r['mse']:.5f}  {fid}{extra}fid_ratio {r['fid_ratio']:.2f}  "
+                     f"diversity {r['diversity']:.3f}  memorization {r['memorization']:.3f}  "
+                     f"latent {r['latent_dim']}  ({r['timing']['total_s']:.0f} s)")
+        lines += [f"       warning: {w}" for w in r.get("warnings", [])]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--submission", default=".", help="a folder or a G<N>-FINAL.zip in the course layout")
+    p.add_argument("--out", default=None, help="output folder (default: the submission folder itself, or "
+                   "graded/<zip name> for a zip)")
+    p.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(TASKS), help="tasks to grade")
+    p.add_argument("--test-data", default=None, help="hidden test set: an .npz with x, y or an IDX pair "
+                   "(default: the official MNIST test split)")
+    p.add_argument("--classifier", default=None, help="private classifier weights (default: the shipped, "
+                   "sha256-pinned vaekit/assets/classifier.pt)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampling noise")
+    p.add_argument("--timeout", type=float, default=300.0, help="seconds per task for the submission's code")
+    p.add_argument("--memory-gb", type=float, default=8.0, help="address-space cap of the submission's process")
+    p.add_argument("--batch", default=None, metavar="DIR", help="grade every zip or folder in DIR; writes "
+                   "OUT/<name>/... and OUT/grades.csv")
+    p.add_argument("-j", "--jobs", type=int, default=1, help="submissions graded in parallel (batch mode)")
+    args = p.parse_args(argv)
+    if args.jobs < 1 or args.timeout <= 0 or args.memory_gb <= 0:
+        p.error("-j, --timeout and --memory-gb must be positive.")
+
+    settings = GradeSettings(seed=args.seed, timeout=args.timeout, memory_gb=args.memory_gb)
+    try:
+        judge = Judge(args.test_data, args.classifier, threads=settings.threads)
+    except (DataError, CheckpointError, OSError, ValueError) as e:
+        p.exit(2, f"grade.py: error: {e}\n")
+
+    if args.batch:
+        batch = Path(args.batch)
+        if not batch.is_dir():
+            p.error(f"--batch {batch} is not a folder.")
+        out = Path(args.out or "graded")
+        entries = sorted(e for e in batch.iterdir() if e.is_dir() or e.suffix == ".zip")
+        if not entries:
+            p.error(f"--batch {batch} holds no .zip files or folders.")
+
+        def one(entry: Path) -> tuple[str, dict]:
+            return entry.stem, grade_submission(judge, entry, out / entry.stem, args.tasks, settings)
+
+        with ThreadPoolExecutor(args.jobs) as pool:
+            graded = list(pool.map(one, entries))
+        for name, results in graded:
+            print(summary(name, results))
+        write_csv(out / "grades.csv", [(name, r) for name, results in graded for r in results.values()])
+        print(f"wrote {out}/<name>/<task>/grade_result.json and {out}/grades.csv for {len(graded)} submissions")
+        return 0
+
+    sub = Path(args.submission)
+    if not sub.exists():
+        p.error(f"--submission {sub} does not exist.")
+    out = Path(args.out) if args.out else (sub if sub.is_dir() else Path("graded") / sub.stem)
+    results = grade_submission(judge, sub, out, args.tasks, settings)
+    print(summary(str(sub), results))
+    print(f"wrote " + ", ".join(str(out / r["folder"] / "grade_result.json") for r in results.values()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,127 @@
+"""Checkpoint round trips, the training loop, and the train scripts end to end on a tiny budget."""
+
+import json
+
+import pytest
+import torch
+
+import submission as S
+from vaekit import checkpoint
+from vaekit.data import Split
+from vaekit.training import fit
+
+
+def test_save_load_round_trip_rebuilds_from_hyperparameters_alone(tmp_path):
+    torch.manual_seed(0)
+    kwargs = checkpoint.constructor_kwargs(S.GenModel, {"latent_dim": 6})
+    assert kwargs == {"latent_dim": 6, "channels": 32, "hidden": 256}
+    model = S.GenModel(**kwargs).eval()
+    model.prior_mean.normal_()  # non-default buffers must survive too
+    checkpoint.save_checkpoint(tmp_path / "epoch.pth", model.state_dict(), task="gen", model_kwargs=kwargs)
+    checkpoint.write_hyperparameters(tmp_path / "hyperparameters.txt",
+                                     {"model_class": "GenModel", "model_kwargs": kwargs, "latent_dim": 6})
+    hp = checkpoint.read_hyperparameters(tmp_path / "hyperparameters.txt")
+    name, kw = checkpoint.model_spec(hp, "GenModel")
+    rebuilt = getattr(S, name)(**kw)
+    checkpoint.load_weights(rebuilt, checkpoint.load_checkpoint(tmp_path / "epoch.pth")["model_state_dict"])
+    rebuilt.eval()
+    x, y = torch.rand(3, 784), torch.tensor([1, 4, 8])
+    z = torch.randn(3, 6)
+    assert torch.equal(rebuilt(x, y)[0], model(x, y)[0])
+    assert torch.equal(rebuilt.decode(z, y), model.decode(z, y))
+    # weights_only load of the raw file works, and so does the course harness's plain torch.load.
+    assert "model_state_dict" in torch.load(tmp_path / "epoch.pth", weights_only=True)
+
+
+def test_compile_prefix_is_stripped_and_mismatches_are_named(tmp_path):
+    model = S.VAE(latent_dim=4)
+    sd = {f"_orig_mod.{k}": v for k, v in model.state_dict().items()}
+    torch.save({"model_state_dict": sd}, tmp_path / "c.pth")
+    loaded = checkpoint.load_checkpoint(tmp_path / "c.pth")["model_state_dict"]
+    checkpoint.load_weights(S.VAE(latent_dim=4), loaded)
+    with pytest.raises(checkpoint.CheckpointError, match="wrong shape: decoder.fc.0.weight"):
+        checkpoint.load_weights(S.VAE(latent_dim=5), loaded)
+
+
+def test_hyperparameters_errors(tmp_path):
+    p = tmp_path / "hyperparameters.txt"
+    p.write_text("{not json")
+    with pytest.raises(checkpoint.CheckpointError, match="not valid JSON"):
+        checkpoint.read_hyperparameters(p)
+    p.write_text(json.dumps({"model_kwargs": {"channels": 3}}))
+    with pytest.raises(checkpoint.CheckpointError, match="no integer latent_dim"):
+        checkpoint.read_hyperparameters(p)
+    p.write_text(json.dumps({"latent_dim": 12}))
+    assert checkpoint.model_spec(checkpoint.read_hyperparameters(p), "VAE") == ("VAE", {"latent_dim": 12})
+
+
+def _toy_split(n=256, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return Split(torch.rand(n, 1, 28, 28, generator=g), torch.randint(0, 10, (n,), generator=g))
+
+
+def _loss(model, x, y):
+    recon, mu, logvar = model(x, y)
+    return S.vae_loss(recon, x, mu, logvar, var=0.1)
+
+
+def test_fit_is_seeded_and_keeps_best_weights_and_resumes(tmp_path):
+    data = _toy_split()
+
+    def train(epochs, state, resume=False, seed=1, max_steps=None):
+        torch.manual_seed(123)  # fit must reseed itself: the outer state must not matter
+        m = S.VAE(latent_dim=4)
+        r = fit(m, _loss, data, data, epochs=epochs, lr=1e-3, batch_size=64, seed=seed,
+                device=torch.device("cpu"), state_path=state, resume=resume, max_steps=max_steps)
+        return m, r
+
+    m1, r1 = train(3, tmp_path / "a.pth")
+    m2, _ = train(3, tmp_path / "b.pth")
+    assert all(torch.equal(a, b) for a, b in zip(m1.state_dict().values(), m2.state_dict().values()))
+    assert r1.epochs_run == 3 and len(r1.history) == 3
+    assert r1.best_valid == min(h["valid_loss"] for h in r1.history)
+    assert {"train_loss", "train_recon", "train_kl", "valid_loss", "valid_kl"} <= set(r1.history[0])
+    # Stopped after two of three epochs (4 steps each), then resumed: same weights as three straight.
+    _, r2 = train(3, tmp_path / "c.pth", max_steps=8)
+    assert r2.epochs_run == 2 and r2.stopped_by == "max_steps"
+    m3, r3 = train(3, tmp_path / "c.pth", resume=True)
+    assert r3.epochs_run == 3
+    assert all(torch.allclose(a, b) for a, b in zip(m1.state_dict().values(), m3.state_dict().values()))
+
+
+def test_fit_stops_on_max_steps():
+    r = fit(S.VAE(latent_dim=2), _loss, _toy_split(), _toy_split(64), epochs=5, lr=1e-3, batch_size=32,
+            seed=0, device=torch.device("cpu"), max_steps=3)
+    assert r.steps == 3 and r.stopped_by == "max_steps" and r.epochs_run == 1
+
+
+@pytest.mark.parametrize("script,folder,cls", [("train_vae.py", "VAEwolabel", "VAE"),
+                                                ("train_cond.py", "Genwithlabel", "GenModel")])
+def test_train_scripts_dry_run_write_course_files(root, tmp_path, script, folder, cls):
+    import subprocess
+    import sys
+
+    out = tmp_path / folder
+    subprocess.run([sys.executable, script, "--dry-run", "--out", str(out), "--latent-dim", "6",
+                    "--workers", "2"], cwd=root, check=True, capture_output=True)
+    for name in ("epoch.pth", "hyperparameters.txt", "loss_curves.png", "samples.png", "reconstructions.png"):
+        assert (out / name).stat().st_size > 0, name
+    hp = json.loads((out / "hyperparameters.txt").read_text())
+    assert hp["model_class"] == cls and hp["model_kwargs"]["latent_dim"] == 6 and hp["seed"] == 0
+    assert hp["training"]["dry_run"] is True and hp["versions"]["torch"] == torch.__version__
+    ckpt = torch.load(out / "epoch.pth", weights_only=True)
+    model = getattr(S, cls)(**hp["model_kwargs"])
+    model.load_state_dict(ckpt["model_state_dict"])
+    assert ckpt["format_version"] == 1 and ckpt["model_class"] == cls
+
+
+def test_train_script_rejects_bad_flags(root):
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "train_vae.py", "--latent-dim", "0"], cwd=root, capture_output=True,
+                       text=True)
+    assert r.returncode == 2 and "--latent-dim must be at least 1" in r.stderr
+    r = subprocess.run([sys.executable, "train_vae.py", "--no-such-flag"], cwd=root, capture_output=True,
+                       text=True)
+    assert r.returncode == 2 and "unrecognized arguments" in r.stderr
