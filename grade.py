@@ -50,16 +50,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--classifier", default=None, help="private classifier weights (default: the shipped, "
                    "sha256-pinned vaekit/assets/classifier.pt)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampling noise")
+    p.add_argument("--samples-per-label", type=int, default=1000, help="generated images per digit (course: 1000)")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds per task for the submission's code")
     p.add_argument("--memory-gb", type=float, default=8.0, help="address-space cap of the submission's process")
     p.add_argument("--batch", default=None, metavar="DIR", help="grade every zip or folder in DIR; writes "
                    "OUT/<name>/... and OUT/grades.csv")
     p.add_argument("-j", "--jobs", type=int, default=1, help="submissions graded in parallel (batch mode)")
     args = p.parse_args(argv)
-    if args.jobs < 1 or args.timeout <= 0 or args.memory_gb <= 0:
-        p.error("-j, --timeout and --memory-gb must be positive.")
+    if args.jobs < 1 or args.timeout <= 0 or args.memory_gb <= 0 or args.samples_per_label < 2:
+        p.error("-j, --timeout and --memory-gb must be positive and --samples-per-label at least 2.")
 
-    settings = GradeSettings(seed=args.seed, timeout=args.timeout, memory_gb=args.memory_gb)
+    settings = GradeSettings(seed=args.seed, per_label=args.samples_per_label, timeout=args.timeout,
+                             memory_gb=args.memory_gb)
     try:
         judge = Judge(args.test_data, args.classifier, threads=settings.threads)
     except (DataError, CheckpointError, OSError, ValueError) as e:
@@ -91,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out) if args.out else (sub if sub.is_dir() else Path("graded") / sub.stem)
     results = grade_submission(judge, sub, out, args.tasks, settings)
     print(summary(str(sub), results))
-    print(f"wrote " + ", ".join(str(out / r["folder"] / "grade_result.json") for r in results.values()))
+    print("wrote " + ", ".join(str(out / r["folder"] / "grade_result.json") for r in results.values()))
     return 0
 
 

@@ -163,7 +163,8 @@ class GenModel(nn.Module):
         diff = (mu - self.prior_mean[y]).unsqueeze(-1)
         mu_eps = torch.linalg.solve_triangular(chol, diff, upper=False).squeeze(-1)
         # Only the diagonal of L⁻¹ diag(σ²) L⁻ᵀ is kept: logvar is reported, never used for decoding.
-        linv = torch.linalg.solve_triangular(chol, torch.eye(self.latent_dim, device=mu.device).expand_as(chol), upper=False)
+        eye = torch.eye(self.latent_dim, device=mu.device).expand_as(chol)
+        linv = torch.linalg.solve_triangular(chol, eye, upper=False)
         var_eps = (linv.pow(2) * logvar.exp().unsqueeze(1)).sum(-1)
         return mu_eps, var_eps.log()
 

@@ -45,7 +45,7 @@ class Split:
     def __len__(self) -> int:
         return len(self.y)
 
-    def subset(self, n: int | None) -> "Split":
+    def subset(self, n: int | None) -> Split:
         return self if n is None or n >= len(self) else Split(self.x[:n], self.y[:n])
 
 

@@ -7,7 +7,6 @@ import dataclasses
 import importlib
 import importlib.util
 import json
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any

@@ -5,6 +5,8 @@ Images enter as uint8 arrays ``[N,28,28]`` (quantised as a PNG would be) unless 
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import scipy.linalg
 import torch
@@ -66,9 +68,16 @@ def course_fid(gen: np.ndarray, gen_labels: np.ndarray, real: np.ndarray, real_l
 
 def frechet_distance(mu1: np.ndarray, cov1: np.ndarray, mu2: np.ndarray, cov2: np.ndarray) -> float:
     """‖μ1−μ2‖² + Tr(Σ1 + Σ2 − 2(Σ1Σ2)^½) between two Gaussians (Heusel et al., 2017)."""
-    covmean, _ = scipy.linalg.sqrtm(cov1 @ cov2, disp=False)
-    if not np.isfinite(covmean).all():
-        # Near-singular product: regularise both covariances slightly, as the reference FID code does.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", scipy.linalg.LinAlgWarning)
+        try:
+            covmean = scipy.linalg.sqrtm(cov1 @ cov2)
+            ok = np.isfinite(covmean).all()
+        except scipy.linalg.LinAlgWarning:
+            ok = False
+    if not ok:
+        # Singular product (fewer samples than feature dims): regularise both covariances slightly,
+        # as the reference FID code does.
         eps = 1e-6 * np.eye(len(cov1))
         covmean = scipy.linalg.sqrtm((cov1 + eps) @ (cov2 + eps))
     covmean = np.real(covmean)

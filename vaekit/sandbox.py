@@ -52,9 +52,10 @@ def safe_extract(zip_path: str | Path, dest: str | Path, max_bytes: int = MAX_ZI
             parts = PurePosixPath(name.replace("\\", "/")).parts
             if name.startswith(("/", "\\")) or (parts and ":" in parts[0]) or ".." in parts:
                 raise SubmissionError(f"the zip entry {name!r} points outside the submission folder.")
-            mode = info.external_attr >> 16
-            if mode and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
-                raise SubmissionError(f"the zip entry {name!r} is a link or special file; only plain files are allowed.")
+            kind = stat.S_IFMT(info.external_attr >> 16)  # 0 when the archiver recorded no Unix type
+            if kind not in (0, stat.S_IFREG, stat.S_IFDIR):
+                raise SubmissionError(f"the zip entry {name!r} is a link or special file; "
+                                      "only plain files are allowed.")
             if info.compress_size and info.file_size / info.compress_size > MAX_RATIO and info.file_size > 2**20:
                 raise SubmissionError(f"the zip entry {name!r} expands {info.file_size // info.compress_size}x; "
                                       "that looks like a zip bomb.")

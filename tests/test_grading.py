@@ -1,0 +1,211 @@
+"""grade.py end to end on tiny trained models, and one fixture per class of bad input."""
+
+import json
+import shutil
+import subprocess
+import sys
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+
+from vaekit.data import load_mnist
+from vaekit.grading import GradeSettings, Judge, grade_submission
+
+pytestmark = pytest.mark.slow
+SETTINGS = GradeSettings(per_label=30, timeout=60)
+
+
+@pytest.fixture(scope="session")
+def small_test(tmp_path_factory):
+    t = load_mnist("test")
+    path = tmp_path_factory.mktemp("data") / "small_test.npz"
+    np.savez(path, x=(t.x[:300, 0] * 255).round().to(torch.uint8).numpy(), y=t.y[:300].numpy())
+    return path
+
+
+@pytest.fixture(scope="session")
+def judge(small_test):
+    return Judge(str(small_test))
+
+
+@pytest.fixture(scope="session")
+def good(tmp_path_factory, root):
+    """A complete submission folder with models trained for a few steps (latent_dim 4)."""
+    d = tmp_path_factory.mktemp("good")
+    shutil.copy(root / "submission.py", d)
+    for script, folder in (("train_vae.py", "VAEwolabel"), ("train_cond.py", "Genwithlabel")):
+        subprocess.run([sys.executable, script, "--dry-run", "--latent-dim", "4", "--out", str(d / folder)],
+                       cwd=root, check=True, capture_output=True)
+    return d
+
+
+@pytest.fixture
+def variant(good, tmp_path):
+    """A copy of the good submission to break in one way."""
+    d = tmp_path / "sub"
+    shutil.copytree(good, d)
+    return d
+
+
+def grade(judge, path, out, tasks=("vae", "gen"), settings=SETTINGS):
+    return grade_submission(judge, path, out, list(tasks), settings)
+
+
+def patch_submission(folder, code):
+    with open(folder / "submission.py", "a") as f:
+        f.write("\n" + code + "\n")
+
+
+def test_good_submission_gets_every_field_and_regrades_byte_identically(judge, good, tmp_path):
+    res = grade(judge, good, tmp_path / "a")
+    for task in ("vae", "gen"):
+        r = res[task]
+        assert r["error"] is None, r["error"]
+        for key in ("ssim", "mse", "score", "fair_score", "fid_ratio", "diversity", "memorization"):
+            assert isinstance(r[key], float) and np.isfinite(r[key]), key
+        assert r["latent_dim"] == 4 and 0 <= r["score"] <= r["max_score"]
+        assert r["settings"]["classifier_sha256"] == judge.classifier_sha256
+        assert r["settings"]["test_sha256"] == judge.test_sha256 and r["settings"]["samples_per_label"] == 30
+    assert isinstance(res["gen"]["fid"], float) and 0 <= res["gen"]["cond_accuracy"] <= 1
+    assert len(res["gen"]["per_class"]["fid_ratio"]) == 10
+    assert sum(res["vae"]["class_histogram"]) == pytest.approx(1.0)
+    # Regrade: everything but the timing block is byte-identical.
+    grade(judge, good, tmp_path / "b")
+    for folder in ("VAEwolabel", "Genwithlabel"):
+        a = json.loads((tmp_path / "a" / folder / "grade_result.json").read_text())
+        b = json.loads((tmp_path / "b" / folder / "grade_result.json").read_text())
+        a.pop("timing"), b.pop("timing")
+        assert a == b
+    assert not (tmp_path / "a" / ".grade_work").exists()  # the work folder is cleaned up
+
+
+@pytest.mark.parametrize("breakage,task,message", [
+    (lambda d: (d / "Genwithlabel" / "epoch.pth").unlink(), "gen", "missing epoch.pth in Genwithlabel/"),
+    (lambda d: (d / "VAEwolabel" / "hyperparameters.txt").write_text("{oops"), "vae", "is not valid JSON"),
+    (lambda d: (d / "VAEwolabel" / "hyperparameters.txt").write_text('{"epochs": 3}'), "vae",
+     "no integer latent_dim"),
+    (lambda d: (d / "VAEwolabel" / "hyperparameters.txt").write_text('{"latent_dim": 5}'), "vae",
+     "does not fit the model"),
+    (lambda d: patch_submission(d, "GenModel.decode = lambda self, z, label: torch.zeros(len(z), 1, 14, 14)"),
+     "gen", "expected 300 images of 28x28|expected 300 images"),
+    (lambda d: patch_submission(d, "_d = VAE.decode\n"
+                                   "VAE.decode = lambda self, z, label=None: _d(self, z) * float('nan')"),
+     "vae", "NaN or infinite"),
+    (lambda d: patch_submission(d, "VAE.encode = lambda self, x: (x.reshape(len(x), -1), x.reshape(len(x), -1))\n"
+                                   "VAE.decode = lambda self, z, label=None: z.reshape(-1, 1, 28, 28)"),
+     "vae", "mu of width 784, but latent_dim is 4"),
+])
+def test_broken_task_gets_clear_error_while_other_task_is_graded(judge, variant, tmp_path, breakage, task,
+                                                                   message):
+    breakage(variant)
+    res = grade(judge, variant, tmp_path / "out")
+    other = "gen" if task == "vae" else "vae"
+    import re
+
+    assert res[task]["score"] == 0.0 and re.search(message, res[task]["error"]), res[task]["error"]
+    if "submission.py" not in message and "NaN" not in message:
+        assert res[other]["error"] is None, res[other]["error"]
+    on_disk = json.loads((tmp_path / "out" / res[task]["folder"] / "grade_result.json").read_text())
+    assert on_disk["error"] == res[task]["error"]
+
+
+def test_exception_at_import_and_hang_and_memory_bomb(judge, variant, tmp_path):
+    shutil.copy(variant / "submission.py", tmp_path / "orig.py")
+    patch_submission(variant, "raise RuntimeError('boom')")
+    r = grade(judge, variant, tmp_path / "a", tasks=["vae"])["vae"]
+    assert "importing submission.py failed: RuntimeError: boom" in r["error"]
+
+    shutil.copy(tmp_path / "orig.py", variant / "submission.py")
+    patch_submission(variant, "import time\ntime.sleep(60)")
+    r = grade(judge, variant, tmp_path / "b", tasks=["vae"],
+              settings=GradeSettings(per_label=30, timeout=8))["vae"]
+    assert r["error"].startswith("timed out after 8 s") and r["score"] == 0.0
+
+    shutil.copy(tmp_path / "orig.py", variant / "submission.py")
+    patch_submission(variant, "_hog = torch.ones(4 * 2**30, dtype=torch.uint8) + 1")  # 4 GiB, twice
+    r = grade(judge, variant, tmp_path / "c", tasks=["vae"],
+              settings=GradeSettings(per_label=30, timeout=60, memory_gb=5))["vae"]
+    assert "memory" in r["error"].lower() or "allocate" in r["error"].lower(), r["error"]
+
+
+class _Evil:
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("touch PWNED",))
+
+
+def test_malicious_pickle_is_refused_and_never_runs(judge, variant, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    torch.save({"model_state_dict": {}, "payload": _Evil()}, variant / "VAEwolabel" / "epoch.pth")
+    r = grade(judge, variant, tmp_path / "out", tasks=["vae"])["vae"]
+    assert "not a weights-only checkpoint" in r["error"]
+    assert not list(tmp_path.rglob("PWNED"))
+
+
+def _zip(path, entries):
+    import stat
+
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name, data in entries:
+            info = zipfile.ZipInfo(name)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = ((stat.S_IFLNK | 0o777) if name == "link" else 0o644) << 16
+            zf.writestr(info, data)
+    return path
+
+
+@pytest.mark.parametrize("entries,message", [
+    ([("../escape.txt", "x"), ("submission.py", "")], "points outside"),
+    ([("/etc/evil.txt", "x"), ("submission.py", "")], "points outside"),
+    ([(f"f{i}.txt", "x") for i in range(300)], "at most 200"),
+    ([("big.bin", b"\0" * (8 * 2**20)), ("submission.py", "")], "zip bomb"),
+    ([("link", "/etc/passwd")], "link or special file"),
+])
+def test_hostile_zips_are_rejected_without_writing_outside(judge, tmp_path, entries, message):
+    z = _zip(tmp_path / "G1-FINAL.zip", entries)
+    res = grade(judge, z, tmp_path / "out")
+    for r in res.values():
+        assert message in r["error"] and r["score"] == 0.0
+    assert not (tmp_path / "escape.txt").exists() and not (tmp_path.parent / "escape.txt").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["G1-FINAL.zip", "out"]
+
+
+def test_zip_with_top_folder_grades_like_the_folder(judge, good, tmp_path):
+    z = tmp_path / "G2-FINAL.zip"
+    with zipfile.ZipFile(z, "w") as zf:
+        for f in good.rglob("*"):
+            if f.is_file() and f.name != "train_state.pth":
+                zf.write(f, "G2-FINAL/" + f.relative_to(good).as_posix())
+    res = grade(judge, z, tmp_path / "out", tasks=["gen"])
+    direct = grade(judge, good, tmp_path / "direct", tasks=["gen"])
+    assert res["gen"]["error"] is None
+    assert res["gen"]["score"] == direct["gen"]["score"]
+
+
+def test_cli_batch_mode_and_misuse(root, good, small_test, tmp_path):
+    batch = tmp_path / "class"
+    batch.mkdir()
+    shutil.copytree(good, batch / "G1")
+    _zip(batch / "G2.zip", [("submission.py", "raise SystemExit(3)"), ("VAEwolabel/hyperparameters.txt", "{}")])
+    cmd = [sys.executable, "grade.py", "--batch", str(batch), "--out", str(tmp_path / "graded"), "-j", "2",
+           "--test-data", str(small_test), "--samples-per-label", "20"]
+    r = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    import csv
+
+    rows = list(csv.DictReader(open(tmp_path / "graded" / "grades.csv")))
+    assert [(row["submission"], row["task"]) for row in rows] == [("G1", "vae"), ("G1", "gen"), ("G2", "vae"),
+                                                                  ("G2", "gen")]
+    assert rows[0]["error"] == "" and float(rows[0]["score"]) > 0
+    assert rows[2]["error"] and float(rows[3]["score"]) == 0.0
+    assert (tmp_path / "graded" / "G2" / "Genwithlabel" / "grade_result.json").exists()
+
+    bad = subprocess.run([sys.executable, "grade.py", "--submission", str(tmp_path / "nope")], cwd=root,
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "does not exist" in bad.stderr
+    bad = subprocess.run([sys.executable, "grade.py", "--test-data", str(tmp_path / "missing.npz")], cwd=root,
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "missing.npz" in bad.stderr

@@ -1,0 +1,106 @@
+"""Metric functions against closed forms and scikit-image / scipy references."""
+
+import numpy as np
+import pytest
+import torch
+from skimage.metrics import structural_similarity
+
+from vaekit import metrics
+
+
+def test_quantize_rounds_like_save_image():
+    x = torch.tensor([0.0, 0.5, 1.0, 1.2, -0.1, 0.999] + [0.0] * 778).reshape(1, 1, 28, 28)
+    q = metrics.quantize(x)
+    assert q.dtype == np.uint8 and q.shape == (1, 28, 28)
+    assert q.reshape(-1)[:6].tolist() == [0, 128, 255, 255, 0, 255]
+
+
+def test_ssim_and_mse_match_references():
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (5, 28, 28), dtype=np.uint8)
+    b = np.clip(a.astype(int) + rng.integers(-40, 40, a.shape), 0, 255).astype(np.uint8)
+    ref = np.mean([structural_similarity(x, y, data_range=255) for x, y in zip(a, b)])
+    assert metrics.ssim_mean(a, b) == pytest.approx(ref, abs=1e-12)
+    assert metrics.ssim_mean(a, a) == pytest.approx(1.0)
+    assert metrics.mse(a, b) == pytest.approx(np.mean((a / 255.0 - b / 255.0) ** 2))
+    with pytest.raises(ValueError, match="equal shapes"):
+        metrics.ssim_mean(a, b[:3])
+
+
+def test_course_scores_on_hand_checked_inputs():
+    # bonus(16) = 1.2 - 16/784 = 1.179592; (0.8*5 + 0.09*50) * bonus = 8.5 * 1.179592 = 10.0265 -> capped 10
+    assert metrics.latent_bonus(16) == pytest.approx(1.2 - 16 / 784)
+    assert metrics.course_vae_score(0.8, 0.01, 16) == 10.0
+    assert metrics.course_vae_score(0.5, 0.05, 392) == pytest.approx((2.5 + 2.5) * 0.7)
+    assert metrics.course_vae_score(0.5, 0.2, 392) == pytest.approx(2.5 * 0.7)  # mse > 0.1 adds nothing
+    # (0.6*10 + 0.05*100 + (10-4)) * 0.7 = 17 * 0.7 = 11.9; cap is 30
+    assert metrics.course_gen_score(0.6, 0.05, 4.0, 392) == pytest.approx(11.9)
+    assert metrics.course_gen_score(0.99, 0.0, 0.0, 1) == 30.0
+    assert metrics.course_gen_score(0.0, 0.5, 12.0, 392) == 0.0
+
+
+def test_pixel_fid_on_toy_arrays():
+    # Two pixels: gen values {0, 255} / {0, 0}; real {255, 255} / {0, 255}.
+    g = np.array([[0, 0], [255, 0]], dtype=np.uint8)  # rows: images; pixel means 0.5, 0; vars 0.25, 0
+    a = np.array([[255, 0], [255, 255]], dtype=np.uint8)  # means 1, 0.5; vars 0, 0.25
+    expected = (0.5 - 1) ** 2 + (0 - 0.5) ** 2 + (0.25 + 0 - 0) + (0 + 0.25 - 0)
+    assert metrics.pixel_fid(g, a) == pytest.approx(expected)
+    assert metrics.pixel_fid(a, a) == pytest.approx(0.0)
+
+
+def test_pixel_fid_is_frechet_distance_of_diagonal_gaussians():
+    rng = np.random.default_rng(1)
+    g = rng.integers(0, 256, (300, 6), dtype=np.uint8)
+    a = rng.integers(0, 200, (400, 6), dtype=np.uint8)
+    gf, af = g / 255.0, a / 255.0
+    fd = metrics.frechet_distance(gf.mean(0), np.diag(gf.var(0)), af.mean(0), np.diag(af.var(0)))
+    assert metrics.pixel_fid(g, a) == pytest.approx(fd, rel=1e-9)
+
+
+def test_course_fid_averages_over_labels():
+    rng = np.random.default_rng(2)
+    gen = rng.integers(0, 256, (100, 28, 28), dtype=np.uint8)
+    real = rng.integers(0, 256, (50, 28, 28), dtype=np.uint8)
+    gl, rl = np.repeat(np.arange(10), 10), np.repeat(np.arange(10), 5)
+    expected = np.mean([metrics.pixel_fid(gen[gl == c], real[rl == c]) for c in range(10)])
+    assert metrics.course_fid(gen, gl, real, rl) == pytest.approx(expected)
+
+
+def test_frechet_distance_closed_forms():
+    mu, cov = np.array([1.0, 2.0]), np.array([[2.0, 0.5], [0.5, 1.0]])
+    assert metrics.frechet_distance(mu, cov, mu, cov) == pytest.approx(0.0, abs=1e-9)
+    # 1-D: (m1 - m2)² + (s1 - s2)²
+    assert metrics.frechet_distance(np.array([0.0]), np.array([[4.0]]), np.array([3.0]),
+                                    np.array([[1.0]])) == pytest.approx(9 + 1)
+    # A non-symmetric product (the transpose bug seen in the wild would change this value).
+    c2 = np.array([[1.0, -0.3], [-0.3, 0.5]])
+    from scipy.linalg import sqrtm
+
+    s = sqrtm(cov)
+    ref = np.trace(cov) + np.trace(c2) - 2 * np.trace(np.real(sqrtm(s @ c2 @ s)))
+    assert metrics.frechet_distance(mu, cov, mu, c2) == pytest.approx(ref, rel=1e-7)
+
+
+def test_feature_fid_of_same_distribution_is_small_and_of_shifted_is_shift():
+    rng = np.random.default_rng(3)
+    a = rng.normal(size=(20000, 4))
+    b = rng.normal(size=(20000, 4))
+    assert metrics.feature_fid(a, b) < 0.01
+    assert metrics.feature_fid(a, b + 2.0) == pytest.approx(16.0, rel=0.02)
+
+
+def test_pairwise_and_memorization():
+    f = np.array([[0.0, 0.0], [3.0, 4.0], [0.0, 0.0]])
+    assert metrics.mean_pairwise_distance(f) == pytest.approx((5 + 0 + 5) / 3)
+    rng = np.random.default_rng(4)
+    train, test = rng.normal(size=(2000, 8)), rng.normal(size=(500, 8))
+    copies, share_new = train[:300] + 1e-4, rng.normal(size=(300, 8))
+    assert metrics.memorization(copies, train, test)[0] == 1.0
+    assert metrics.memorization(share_new, train, test)[0] < 0.15
+
+
+def test_histogram_and_fair_score():
+    assert metrics.class_histogram(np.array([0, 0, 1, 9])) == [0.5, 0.25] + [0.0] * 7 + [0.25]
+    assert metrics.fair_score(30.0, 1.0, 1.1, 0.05, 1.5) == 30.0
+    assert metrics.fair_score(30.0, 0.5, 0.8, 0.25, 4.0) == pytest.approx(30 * 0.5 * 0.8 * 0.8 * 0.5)
+    assert metrics.fair_score(30.0, 1.0, 1.0, 0.0, float("nan")) == 0.0
