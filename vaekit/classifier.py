@@ -19,7 +19,7 @@ from .checkpoint import CheckpointError, load_checkpoint, load_weights
 
 ASSET = Path(__file__).resolve().parent / "assets" / "classifier.pt"
 # sha256 of the shipped weights; train_classifier.py prints the new value when it retrains them.
-ASSET_SHA256 = "539f8c82695cc43c7a3c7d02df6f05b23de0ef1e0be6995b5e691a2508e626e7"
+ASSET_SHA256 = "2a6971319a3ba6ee6a233d0fe354a91a6f8af740c65f35f0aa7ee443d9206a84"
 FEATURE_DIM = 128
 
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib
-import importlib.util
+import inspect
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +16,7 @@ from torch import nn
 from . import checkpoint, plots
 from .config import add_dataclass_args, from_namespace
 from .data import load_mnist
-from .generation import TASKS, grid_labels, reconstruct, sample
+from .generation import TASKS, grid_labels, load_submission, reconstruct, sample
 from .training import fit, pick_device, set_threads
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,6 +35,9 @@ class TrainConfig:
                                                           "choices": ["gaussian", "bernoulli"]})
     channels: int = field(default=32, metadata={"help": "conv channels of the first layer (second has 2x)"})
     hidden: int = field(default=256, metadata={"help": "width of the fully-connected layer"})
+    prior: str = field(default="fitted", metadata={"help": "GenModel only: 'fitted' fits a per-class Gaussian "
+                                                   "to the codes after training; 'standard' keeps N(0, I)",
+                                                   "choices": ["fitted", "standard"]})
     prior_shrink: float = field(default=1.0, metadata={"help": "GenModel only: scale of the fitted per-class "
                                                        "prior's std (<1 trades diversity for fidelity)"})
     seed: int = field(default=0, metadata={"help": "seed for weights, shuffling and noise (same seed+device "
@@ -50,6 +52,8 @@ class TrainConfig:
     resume: bool = field(default=False, metadata={"help": "continue from OUT/train_state.pth"})
     tensorboard: str = field(default="", metadata={"help": "log scalars and image grids to this folder",
                                                    "metavar": "DIR"})
+    submission: str = field(default="", metadata={"help": "train the classes of another submission file "
+                                                  "(default: ./submission.py)", "metavar": "FILE"})
     dry_run: bool = field(default=False, metadata={"help": "5 steps on 512 images, writes to runs/dry_run/ "
                                                    "(a smoke test)"})
 
@@ -69,16 +73,6 @@ def parse_config(task: str, description: str, argv: list[str] | None, **defaults
     if cfg.lr <= 0 or cfg.var <= 0 or cfg.prior_shrink <= 0:
         parser.error("--lr, --var and --prior-shrink must be positive.")
     return cfg
-
-
-def load_submission(path: str | Path | None = None):
-    """Import ``submission.py`` (the repo's own, or the file at ``path``) as a module."""
-    if path is None:
-        return importlib.import_module("submission")
-    spec = importlib.util.spec_from_file_location("submission", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def make_loss(sub, task: str, cfg: TrainConfig):
@@ -108,12 +102,13 @@ def run(task: str, cfg: TrainConfig) -> Path:
     out = Path(cfg.out) if cfg.out else (ROOT / "runs" / "dry_run" / folder if cfg.dry_run else ROOT / folder)
     set_threads(cfg.workers)
     device = pick_device(cfg.device)
-    sub = load_submission()
-    model_kwargs = checkpoint.constructor_kwargs(getattr(sub, class_name),
-                                                 {"latent_dim": cfg.latent_dim, "channels": cfg.channels,
-                                                  "hidden": cfg.hidden})
+    sub = load_submission(cfg.submission or None)
+    cls = getattr(sub, class_name)
+    wanted = {"latent_dim": cfg.latent_dim, "channels": cfg.channels, "hidden": cfg.hidden}
+    params = inspect.signature(cls.__init__).parameters
+    model_kwargs = checkpoint.constructor_kwargs(cls, {k: v for k, v in wanted.items() if k in params})
     torch.manual_seed(cfg.seed)
-    model = getattr(sub, class_name)(**model_kwargs).to(device)
+    model = cls(**model_kwargs).to(device)
 
     train, valid = load_mnist("train"), load_mnist("valid")
     max_steps = None
@@ -139,7 +134,7 @@ def run(task: str, cfg: TrainConfig) -> Path:
                  desc=task)
     if result.best_state is None:
         raise SystemExit("stopped before the first epoch finished: nothing to save.")
-    if conditional:
+    if conditional and cfg.prior == "fitted" and hasattr(model, "fit_prior"):
         fit_class_prior(model, train.x, train.y, cfg.prior_shrink)
 
     # -- the course files -------------------------------------------------------------------------
@@ -154,7 +149,7 @@ def run(task: str, cfg: TrainConfig) -> Path:
         "latent_dim": cfg.latent_dim,
         "training": {k: v for k, v in dataclasses.asdict(cfg).items()
                      if k not in ("out", "resume", "tensorboard", "device", "workers", "latent_dim",
-                                  "channels", "hidden")},
+                                  "channels", "hidden", "submission")},
         "seed": cfg.seed,
         "device": str(device),
         "threads": torch.get_num_threads(),

@@ -6,10 +6,24 @@ in chunks so memory stays flat whatever the sample count.
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
+from pathlib import Path
+
 import torch
 from torch import nn
 
 TASKS = {"vae": ("VAEwolabel", "VAE"), "gen": ("Genwithlabel", "GenModel")}  # task -> (folder, class)
+
+
+def load_submission(path: str | Path | None = None):
+    """Import ``submission.py`` (the repo's own, or the file at ``path``) as a module."""
+    if path is None:
+        return importlib.import_module("submission")
+    spec = importlib.util.spec_from_file_location("submission", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @torch.no_grad()

@@ -18,8 +18,7 @@ import numpy as np
 import torch
 
 from .checkpoint import CheckpointError, load_checkpoint, load_weights, model_spec, read_hyperparameters
-from .experiment import load_submission
-from .generation import TASKS, reconstruct, sample
+from .generation import TASKS, load_submission, reconstruct, sample
 from .metrics import quantize
 from .sandbox import SubmissionError
 

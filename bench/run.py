@@ -1,0 +1,175 @@
+"""Benchmark: train the default models with the default commands, grade them, and compare with the
+canonical MLP VAE / CVAE (784-400-20, BCE, Adam 1e-3, batch 128) trained for the same wall time.
+
+    python bench/run.py            # about 25 minutes on 2 CPU cores; writes bench/results.{json,md}
+    python bench/run.py --quick    # a smoke test: tiny budgets, results in bench/runs/quick/
+
+Every model is graded by the same code as grade.py (official test set, shipped classifier). The README's
+table between the bench markers is rewritten from bench/results.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from vaekit import checkpoint  # noqa: E402
+from vaekit.generation import load_submission, sample  # noqa: E402
+from vaekit.grading import GradeSettings, Judge, grade_submission  # noqa: E402
+
+PY = sys.executable
+MLP = ROOT / "bench" / "mlp_submission.py"
+MLP_FLAGS = ["--submission", str(MLP), "--likelihood", "bernoulli", "--latent-dim", "20", "--lr", "1e-3",
+             "--batch-size", "128", "--epochs", "1000", "--hidden", "400", "--prior", "standard"]
+COLUMNS = [("model", "model"), ("task", "task"), ("train_s", "train s"), ("epochs", "epochs"),
+           ("score", "course score"), ("cond_accuracy", "cond acc"), ("fid_ratio", "fid ratio"),
+           ("diversity", "diversity"), ("memorization", "memorization"), ("mse", "recon MSE"),
+           ("ssim", "SSIM"), ("latent_dim", "latent"), ("samples_per_s", "samples/s")]
+
+
+def train(script: str, out: Path, flags: list[str]) -> float:
+    """Run a train script as a student would; return its wall time."""
+    t0 = time.perf_counter()
+    subprocess.run([PY, script, "--out", str(out), *flags], cwd=ROOT, check=True)
+    return time.perf_counter() - t0
+
+
+def decode_rate(folder: Path, submission: Path) -> float:
+    """Images per second of ``decode`` on this machine (10 000 samples, eval mode, no grad)."""
+    hp = checkpoint.read_hyperparameters(folder / "hyperparameters.txt")
+    name, kwargs = checkpoint.model_spec(hp, "VAE")
+    model = getattr(load_submission(submission), name)(**kwargs)
+    checkpoint.load_weights(model, checkpoint.load_checkpoint(folder / "epoch.pth")["model_state_dict"])
+    labels = torch.arange(10).repeat_interleave(1000)
+    sample(model, labels[:2000], kwargs["latent_dim"], seed=0)  # warm-up
+    t0 = time.perf_counter()
+    sample(model, labels, kwargs["latent_dim"], seed=0)
+    return len(labels) / (time.perf_counter() - t0)
+
+
+def row(name: str, task: str, result: dict, train_s: float, folder: Path, submission: Path) -> dict:
+    hp = json.loads((folder / "hyperparameters.txt").read_text())
+    r = {"model": name, "task": task, "train_s": round(train_s, 1), "epochs": hp.get("epochs_run"),
+         "samples_per_s": round(decode_rate(folder, submission))}
+    for key in ("score", "max_score", "fair_score", "cond_accuracy", "fid_ratio", "diversity", "memorization",
+                "mse", "ssim", "fid", "latent_dim", "class_histogram", "histogram_max_deviation", "error"):
+        if key in result:
+            r[key] = result[key]
+    return r
+
+
+def markdown(rows: list[dict], machine: dict) -> str:
+    def fmt(key: str, r: dict) -> str:
+        v = r.get(key)
+        if v is None:
+            return "–"
+        if key == "score":
+            return f"{v:.2f}/{r['max_score']:.0f}"
+        if key in ("cond_accuracy",):
+            return f"{100 * v:.2f} %"
+        if isinstance(v, float):
+            return f"{v:.4f}" if key in ("mse", "ssim") else f"{v:.2f}"
+        return str(v)
+
+    lines = ["| " + " | ".join(h for _, h in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(fmt(k, r) for k, _ in COLUMNS) + " |" for r in rows]
+    lines.append("")
+    lines.append(f"Machine: {machine['cpu']}, {machine['cores']} cores, torch {machine['torch']}, "
+                 f"{machine['date']}. `grade.py` on both default models: {machine['grade_s']:.0f} s.")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="tiny budgets (a smoke test); writes only under runs/")
+    p.add_argument("--out", default=None, help="results folder (default: bench/, or bench/runs/quick with --quick)")
+    args = p.parse_args(argv)
+
+    runs = ROOT / "bench" / "runs" / ("quick" if args.quick else "full")
+    out_dir = Path(args.out) if args.out else (runs if args.quick else ROOT / "bench")
+    shutil.rmtree(runs, ignore_errors=True)
+    extra = ["--epochs", "1", "--time-budget", "1"] if args.quick else []
+    subsets = ["--dry-run"] if args.quick else []
+
+    # -- train: the default commands, then the yardstick for the same wall time ----------------------
+    models: list[tuple[str, str, Path, Path, float]] = []  # (name, task, submission dir, submission.py, s)
+    for task, script, folder in (("vae", "train_vae.py", "VAEwolabel"), ("gen", "train_cond.py", "Genwithlabel")):
+        default = runs / "default"
+        seconds = train(script, default / folder, subsets + extra)
+        shutil.copy(ROOT / "submission.py", default / "submission.py")
+        models.append(("default conv", task, default, ROOT / "submission.py", seconds))
+        mlp = runs / "mlp"
+        mlp_s = train(script, mlp / folder, subsets + MLP_FLAGS + ["--time-budget", f"{seconds:.0f}"] + extra[:2])
+        shutil.copy(MLP, mlp / "submission.py")
+        models.append(("canonical MLP", task, mlp, MLP, mlp_s))
+
+    # Ablation at no extra training cost: the default GenModel sampled from N(0, I) instead of its fitted prior.
+    std = runs / "standard_prior"
+    shutil.copytree(runs / "default", std)
+    ckpt = checkpoint.load_checkpoint(std / "Genwithlabel" / "epoch.pth")
+    sd = ckpt["model_state_dict"]
+    sd["prior_mean"].zero_()
+    sd["prior_chol"].copy_(torch.eye(sd["prior_chol"].shape[-1]).expand_as(sd["prior_chol"]))
+    checkpoint.save_checkpoint(std / "Genwithlabel" / "epoch.pth", sd,
+                               **{k: v for k, v in ckpt.items() if k not in ("model_state_dict", "format_version")})
+    models.append(("default conv, N(0,I) prior", "gen", std, ROOT / "submission.py", models[2][4]))
+
+    # -- grade: the real grade.py command on the defaults (timed), the same code in-process for the rest --
+    t0 = time.perf_counter()
+    subprocess.run([PY, "grade.py", "--submission", str(runs / "default"), "--out", str(runs / "default_graded")]
+                   + (["--samples-per-label", "50"] if args.quick else []), cwd=ROOT, check=True)
+    grade_s = time.perf_counter() - t0
+    judge = Judge()
+    settings = GradeSettings(per_label=50 if args.quick else 1000)
+    rows = []
+    for name, task, sub_dir, sub_py, seconds in models:
+        result = grade_submission(judge, sub_dir, runs / "graded" / name.replace(" ", "_"), [task], settings)[task]
+        rows.append(row(name, task, result, seconds, sub_dir / result["folder"], sub_py))
+    rows.sort(key=lambda r: (r["task"] != "vae", r["model"]))
+
+    machine = {"cores": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
+               "cpu": _cpu_name(), "threads": torch.get_num_threads(), "grade_s": round(grade_s, 1),
+               "date": time.strftime("%Y-%m-%d")}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "results.json").write_text(json.dumps({"machine": machine, "rows": rows}, indent=2) + "\n")
+    table = markdown(rows, machine)
+    (out_dir / "results.md").write_text(table)
+    print(table)
+    if not args.quick:
+        _update_readme(table)
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _update_readme(table: str) -> None:
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    start, end = "<!-- bench:start -->", "<!-- bench:end -->"
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        readme.write_text(head + start + "\n" + table + end + rest.split(end, 1)[1])
+
+
+if __name__ == "__main__":
+    main()
