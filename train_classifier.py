@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 
 from vaekit import checkpoint
-from vaekit.classifier import ASSET, MnistClassifier, classifier_loss, file_sha256, load_classifier, random_affine
+from vaekit.checkpoint import file_sha256
+from vaekit.classifier import ASSET, MnistClassifier, classifier_loss, load_classifier, random_affine
 from vaekit.data import Split, load_mnist
 from vaekit.training import evaluate, fit, pick_device, set_threads
 

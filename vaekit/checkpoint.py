@@ -7,6 +7,7 @@ objects, so ``torch.load(path, weights_only=True)`` reads it, and so does the co
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import json
 import os
@@ -81,6 +82,11 @@ def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> None:
                  for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)) if keys]
         raise CheckpointError("checkpoint does not fit the model (" + "; ".join(parts) + ").")
     model.load_state_dict(state_dict)
+
+
+def file_sha256(path: str | Path) -> str:
+    """Content hash of a file (checkpoints, the classifier, report inputs)."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def library_versions() -> dict[str, str]:

@@ -7,7 +7,6 @@ the file is checked at load so a grade always names exactly the judge it used.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import CheckpointError, load_checkpoint, load_weights
+from .checkpoint import CheckpointError, file_sha256, load_checkpoint, load_weights
 
 ASSET = Path(__file__).resolve().parent / "assets" / "classifier.pt"
 # sha256 of the shipped weights; train_classifier.py prints the new value when it retrains them.
@@ -70,10 +69,6 @@ def random_affine(x: torch.Tensor, gen: torch.Generator, degrees: float = 10.0, 
                          torch.stack([sin, cos, uniform(-2 * shift, 2 * shift)], 1)], 1)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, align_corners=False, padding_mode="zeros")
-
-
-def file_sha256(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def load_classifier(path: str | Path | None = None, expected_sha256: str | None = None) -> tuple[MnistClassifier, str]:

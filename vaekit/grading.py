@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from . import metrics
-from .checkpoint import CheckpointError, library_versions
+from .checkpoint import CheckpointError, file_sha256, library_versions
 from .classifier import load_classifier
 from .data import ROOT, Split, dataset_sha256, load_mnist, load_test_data
 from .generation import TASKS
@@ -173,6 +173,7 @@ def grade_task(judge: Judge, root: Path, task: str, workdir: Path, settings: Gra
             missing.insert(0, "submission.py")
         if missing:
             raise SubmissionError(f"missing {', '.join(missing)} in {folder_name}/ (see the required layout).")
+        settings_rec["epoch_sha256"] = file_sha256(folder / "epoch.pth")  # lets pack.py spot a stale grade
         workdir.mkdir(parents=True, exist_ok=True)
         test_file = workdir / "test.npz"
         np.savez(test_file, x=judge.test_u8, y=judge.test_y)
@@ -213,7 +214,7 @@ def write_result(out_dir: Path, result: dict[str, Any]) -> Path:
 def grade_submission(judge: Judge, submission: Path, out_dir: Path, tasks: list[str],
                      settings: GradeSettings) -> dict[str, dict[str, Any]]:
     """Grade a folder or zip; write ``out_dir/<task folder>/grade_result.json`` for each task."""
-    out_dir = Path(out_dir)
+    out_dir, submission = Path(out_dir).resolve(), Path(submission).resolve()
     work = out_dir / ".grade_work" / submission.name
     shutil.rmtree(work, ignore_errors=True)
     results: dict[str, dict[str, Any]] = {}

@@ -1,0 +1,105 @@
+"""Pack G<N>-FINAL.zip in the course's exact layout, refusing (with every problem listed) when something
+is missing, failed, or stale.
+
+    python pack.py --group 7            # -> G7-FINAL.zip
+    python pack.py --group 7 --check    # only list the problems
+
+Layout: VAEwolabel/{epoch.pth, hyperparameters.txt, grade_result.json}, Genwithlabel/{same},
+submission.py, report.pdf (taken from report/report.pdf). A grade is stale when the epoch.pth it graded
+(sha256 recorded by grade.py) is not the one on disk; regrade with `python grade.py`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import zipfile
+from pathlib import Path
+
+from vaekit.checkpoint import file_sha256
+from vaekit.generation import TASKS
+
+ROOT = Path(__file__).resolve().parent
+TASK_FILES = ("epoch.pth", "hyperparameters.txt", "grade_result.json")
+
+
+def layout(root: Path) -> dict[str, Path]:
+    """Archive name -> file on disk."""
+    files = {f"{folder}/{name}": root / folder / name for folder, _ in TASKS.values() for name in TASK_FILES}
+    files["submission.py"] = root / "submission.py"
+    files["report.pdf"] = root / "report" / "report.pdf"
+    return files
+
+
+def problems(root: Path) -> list[str]:
+    """Everything that would make the zip incomplete, failed or stale."""
+    found = []
+    for arcname, path in layout(root).items():
+        if not path.is_file():
+            found.append(f"{arcname}: missing ({path.relative_to(root)})")
+    for folder, _ in TASKS.values():
+        result_path, ckpt = root / folder / "grade_result.json", root / folder / "epoch.pth"
+        if not (result_path.is_file() and ckpt.is_file()):
+            continue
+        try:
+            result = json.loads(result_path.read_text())
+        except json.JSONDecodeError:
+            found.append(f"{folder}/grade_result.json: not valid JSON; regrade with `python grade.py`")
+            continue
+        if result.get("error"):
+            found.append(f"{folder}/grade_result.json: grading failed: {result['error']}")
+        recorded = result.get("settings", {}).get("epoch_sha256")
+        if recorded != file_sha256(ckpt):
+            found.append(f"{folder}/grade_result.json: stale (it graded another epoch.pth); "
+                         "regrade with `python grade.py`")
+    report_info = root / "report" / "build_info.json"
+    if (root / "report" / "report.pdf").is_file() and report_info.is_file():
+        info = json.loads(report_info.read_text())
+        for rel, digest in info.get("inputs", {}).items():
+            if not (root / rel).is_file() or file_sha256(root / rel) != digest:
+                found.append(f"report.pdf: stale ({rel} changed since it was built); "
+                             "rebuild with `python report/build.py`")
+    return found
+
+
+def pack(root: Path, group: int, out_dir: Path) -> Path:
+    out = out_dir / f"G{group}-FINAL.zip"
+    tmp = out.with_suffix(".zip.tmp")
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for arcname, path in layout(root).items():
+            zf.write(path, arcname)
+    with zipfile.ZipFile(tmp) as zf:  # read back: exactly the layout, nothing else
+        assert sorted(zf.namelist()) == sorted(layout(root)), zf.namelist()
+    tmp.replace(out)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--group", type=int, required=True, help="your group number N (the zip is G<N>-FINAL.zip)")
+    p.add_argument("--root", default=str(ROOT), help="project folder holding the files to pack")
+    p.add_argument("--out", default=".", help="folder to write the zip into")
+    p.add_argument("--check", action="store_true", help="only list problems; write nothing")
+    args = p.parse_args(argv)
+    if args.group < 1:
+        p.error("--group must be a positive number.")
+    root = Path(args.root).resolve()
+    found = problems(root)
+    if found:
+        print(f"cannot pack G{args.group}-FINAL.zip; {len(found)} problem(s):", file=sys.stderr)
+        for f in found:
+            print(f"  - {f}", file=sys.stderr)
+        return 1
+    if args.check:
+        print("ready to pack: every file is present, graded without error and up to date.")
+        return 0
+    out = pack(root, args.group, Path(args.out))
+    print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB); check it with "
+          f"`python grade.py --submission {out}`")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

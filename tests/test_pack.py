@@ -1,0 +1,61 @@
+"""pack.py refuses incomplete or stale layouts, and what it packs grades cleanly."""
+
+import json
+import shutil
+import subprocess
+import sys
+import zipfile
+
+import pytest
+
+from vaekit.grading import GradeSettings, grade_submission
+
+pytestmark = pytest.mark.slow
+
+
+def run_pack(root, folder, *extra):
+    return subprocess.run([sys.executable, "pack.py", "--group", "7", "--root", str(folder), "--out", str(folder),
+                           *extra], cwd=root, capture_output=True, text=True)
+
+
+def test_pack_lists_every_missing_file(root, tmp_path):
+    (tmp_path / "VAEwolabel").mkdir()
+    r = run_pack(root, tmp_path)
+    assert r.returncode == 1
+    for name in ("VAEwolabel/epoch.pth", "Genwithlabel/grade_result.json", "submission.py", "report.pdf"):
+        assert name in r.stderr
+    assert not (tmp_path / "G7-FINAL.zip").exists()
+
+
+def test_pack_refuses_stale_or_failed_grades_then_round_trips(root, judge, good, tmp_path):
+    sub = tmp_path / "sub"
+    shutil.copytree(good, sub)
+    (sub / "report").mkdir()
+    (sub / "report" / "report.pdf").write_bytes(b"%PDF-1.4\n%%EOF\n")
+    settings = GradeSettings(per_label=20, timeout=60)
+    grade_submission(judge, sub, sub, ["vae", "gen"], settings)
+    assert run_pack(root, sub, "--check").returncode == 0
+
+    # A retrained model makes its grade stale.
+    (sub / "Genwithlabel" / "epoch.pth").write_bytes((good / "VAEwolabel" / "epoch.pth").read_bytes())
+    r = run_pack(root, sub)
+    assert r.returncode == 1 and "Genwithlabel/grade_result.json: stale" in r.stderr
+    # A failed grade is refused with its error.
+    grade_submission(judge, sub, sub, ["gen"], settings)
+    r = run_pack(root, sub)
+    assert r.returncode == 1 and "grading failed: checkpoint does not fit the model" in r.stderr
+
+    shutil.copy(good / "Genwithlabel" / "epoch.pth", sub / "Genwithlabel" / "epoch.pth")
+    grade_submission(judge, sub, sub, ["gen"], settings)
+    r = run_pack(root, sub)
+    assert r.returncode == 0, r.stderr
+    z = sub / "G7-FINAL.zip"
+    with zipfile.ZipFile(z) as zf:
+        assert sorted(zf.namelist()) == sorted(
+            [f"{d}/{f}" for d in ("VAEwolabel", "Genwithlabel") for f in
+             ("epoch.pth", "hyperparameters.txt", "grade_result.json")] + ["submission.py", "report.pdf"])
+    res = grade_submission(judge, z, tmp_path / "regraded", ["vae", "gen"], settings)
+    for task in ("vae", "gen"):
+        assert res[task]["error"] is None
+        before = json.loads((sub / res[task]["folder"] / "grade_result.json").read_text())
+        assert res[task]["score"] == before["score"]
