@@ -90,18 +90,80 @@ class ConvDecoder(nn.Module):
         return torch.sigmoid(self.deconv(h))
 
 
+class FittedPrior(nn.Module):
+    """Gaussian priors ``N(mean[k], L_k L_kᵀ)`` over z, one per group k (one group, or one per digit).
+
+    They start as N(0, I) and are fitted to the encoder's codes after training (``fit``), so samples come
+    from where the decoder was trained. ``to_latent`` maps standard-normal noise to z; ``to_noise`` maps
+    the encoder's codes back, so decoding ``to_noise(encode)`` reconstructs.
+    """
+
+    def __init__(self, groups: int, latent_dim: int):
+        super().__init__()
+        self.latent_dim = latent_dim
+        self.register_buffer("mean", torch.zeros(groups, latent_dim))
+        self.register_buffer("chol", torch.eye(latent_dim).expand(groups, latent_dim, latent_dim).clone())
+
+    def to_latent(self, eps: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
+        return self.mean[group] + (self.chol[group] @ eps.unsqueeze(-1)).squeeze(-1)
+
+    def to_noise(self, mu: torch.Tensor, logvar: torch.Tensor, group: torch.Tensor):
+        chol = self.chol[group]
+        mu_eps = torch.linalg.solve_triangular(chol, (mu - self.mean[group]).unsqueeze(-1), upper=False)
+        # Only the diagonal of L⁻¹ diag(σ²) L⁻ᵀ is kept: logvar is reported, never used for decoding.
+        eye = torch.eye(self.latent_dim, device=mu.device).expand_as(chol)
+        linv = torch.linalg.solve_triangular(chol, eye, upper=False)
+        return mu_eps.squeeze(-1), (linv.pow(2) * logvar.exp().unsqueeze(1)).sum(-1).log()
+
+    @torch.no_grad()
+    def fit(self, mu: torch.Tensor, logvar: torch.Tensor, group: torch.Tensor, shrink: float = 1.0) -> None:
+        """Fit each group's Gaussian to the aggregate posterior of its codes ``[N, latent_dim]``.
+
+        The covariance is that of the means plus the mean posterior variance (the moments of the mixture
+        of posteriors). ``shrink`` scales the standard deviation (< 1 trades diversity for fidelity).
+        """
+        eye = torch.eye(self.latent_dim, device=mu.device, dtype=torch.float64)
+        for k in range(len(self.mean)):
+            sel = group == k
+            if sel.sum() < 2:
+                raise ValueError(f"fitting the prior needs at least two codes of group {k}.")
+            m, v = mu[sel].double(), logvar[sel].double().exp()
+            cov = torch.cov(m.T) + torch.diag(v.mean(0)) + 1e-6 * eye
+            self.mean[k] = m.mean(0).float()
+            self.chol[k] = (torch.linalg.cholesky(cov) * shrink).float()
+
+
 class VAE(nn.Module):
-    """Unconditional convolutional VAE (Kingma & Welling, 2014) with a standard-normal prior."""
+    """Unconditional convolutional VAE (Kingma & Welling, 2014).
+
+    Trained against N(0, I); afterwards one Gaussian is fitted to the training codes (``fit_prior``) and
+    ``decode`` maps standard-normal noise through it, so ``decode(torch.randn(n, d))`` samples where the
+    decoder was trained. ``encode`` returns codes in the same noise coordinates.
+    """
 
     def __init__(self, latent_dim: int = 16, *, channels: int = 32, hidden: int = 256):
         super().__init__()
         self.latent_dim = latent_dim
         self.encoder = ConvEncoder(latent_dim, channels, hidden)
         self.decoder = ConvDecoder(latent_dim, channels, hidden)
+        self.prior = FittedPrior(1, latent_dim)
 
-    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Images -> (mu, logvar) of q(z|x), each ``[B, latent_dim]``."""
+    def _group(self, n: int, device: torch.device) -> torch.Tensor:
+        return torch.zeros(n, dtype=torch.long, device=device)
+
+    # -- the decoder's own z coordinates, used for training against N(0, I) ------------------------
+    def encode_latent(self, x: torch.Tensor, label=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images -> (mu, logvar) of q(z|x), each ``[B, latent_dim]``. ``label`` is ignored."""
         return self.encoder(as_images(x))
+
+    def decode_latent(self, z: torch.Tensor, label=None) -> torch.Tensor:
+        return self.decoder(z.reshape(-1, self.latent_dim).float())
+
+    # -- the contract: noise coordinates --------------------------------------------------------------
+    def encode(self, x: torch.Tensor, label=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images -> (mu, logvar) in noise coordinates, each ``[B, latent_dim]``. ``label`` is ignored."""
+        mu, logvar = self.encode_latent(x)
+        return self.prior.to_noise(mu, logvar, self._group(len(mu), mu.device))
 
     def reparameterize(self, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
         """z = mu + sigma * eps while training; the mean in eval mode so reconstructions are deterministic."""
@@ -110,99 +172,65 @@ class VAE(nn.Module):
         return mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
 
     def decode(self, z: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
-        """``z`` ``[B, latent_dim]`` -> images ``[B,1,28,28]`` in [0, 1]. ``label`` is accepted and ignored."""
-        return self.decoder(z.reshape(-1, self.latent_dim).float())
+        """Noise ``z ~ N(0, I)`` ``[B, latent_dim]`` -> images ``[B,1,28,28]`` in [0, 1]. ``label`` is ignored."""
+        z = z.reshape(-1, self.latent_dim).float()
+        return self.decode_latent(self.prior.to_latent(z, self._group(len(z), z.device)))
 
     def forward(self, x: torch.Tensor, label: torch.Tensor | None = None):
-        """Images -> (recon ``[B,1,28,28]``, mu, logvar). ``label`` is accepted and ignored."""
-        mu, logvar = self.encode(x)
-        return self.decode(self.reparameterize(mu, logvar)), mu, logvar
+        """Images -> (recon ``[B,1,28,28]``, mu, logvar), mu/logvar of q(z|x) in z coordinates."""
+        mu, logvar = self.encode_latent(x)
+        return self.decode_latent(self.reparameterize(mu, logvar)), mu, logvar
+
+    def fit_prior(self, mu: torch.Tensor, logvar: torch.Tensor, label=None, shrink: float = 1.0) -> None:
+        """Fit the prior to training codes from ``encode_latent`` (see ``FittedPrior.fit``)."""
+        self.prior.fit(mu, logvar, self._group(len(mu), mu.device), shrink)
 
 
-class GenModel(nn.Module):
-    """Conditional VAE: label-aware encoder and decoder, plus a per-class Gaussian prior over z.
+class GenModel(VAE):
+    """Conditional VAE: label-aware encoder and decoder, plus one fitted Gaussian prior per digit.
 
-    The prior ``N(prior_mean[y], L_y L_yᵀ)`` (``L_y`` = ``prior_chol[y]``) starts as N(0, I) and is fitted
-    to the encoder's codes after training (``fit_prior``), so samples come from where the decoder was
-    trained. ``decode`` takes standard-normal noise ``eps`` and uses ``z = prior_mean[y] + L_y eps``;
-    ``encode`` returns codes in those noise coordinates, so ``decode(encode(x, y)[0], y)`` reconstructs x.
+    ``decode(eps, y)`` maps standard-normal noise through digit y's prior; ``encode(x, y)`` returns codes
+    in those noise coordinates, so ``decode(encode(x, y)[0], y)`` reconstructs x.
     """
 
     def __init__(self, latent_dim: int = 16, *, channels: int = 32, hidden: int = 256):
-        super().__init__()
+        nn.Module.__init__(self)
         self.latent_dim = latent_dim
         self.encoder = ConvEncoder(latent_dim, channels, hidden, NUM_CLASSES)
         self.decoder = ConvDecoder(latent_dim, channels, hidden, NUM_CLASSES)
-        eye = torch.eye(latent_dim).expand(NUM_CLASSES, latent_dim, latent_dim)
-        self.register_buffer("prior_mean", torch.zeros(NUM_CLASSES, latent_dim))
-        self.register_buffer("prior_chol", eye.clone())
+        self.prior = FittedPrior(NUM_CLASSES, latent_dim)
 
-    def _onehot(self, label, batch: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        y = as_labels(label, batch, device)
-        return y, F.one_hot(y, NUM_CLASSES).float()
+    def _onehot(self, label, batch: int, device: torch.device) -> torch.Tensor:
+        return F.one_hot(as_labels(label, batch, device), NUM_CLASSES).float()
 
-    # -- latent coordinates used for training: q(z|x,y) against N(0, I) ---------------------------
     def encode_latent(self, x: torch.Tensor, label) -> tuple[torch.Tensor, torch.Tensor]:
         """Images, labels -> (mu, logvar) of q(z|x,y) in the decoder's own z coordinates."""
         x = as_images(x)
-        _, onehot = self._onehot(label, x.shape[0], x.device)
-        return self.encoder(x, onehot)
+        return self.encoder(x, self._onehot(label, x.shape[0], x.device))
 
     def decode_latent(self, z: torch.Tensor, label) -> torch.Tensor:
-        """Decoder's own z ``[B, latent_dim]`` and labels -> images ``[B,1,28,28]``."""
         z = z.reshape(-1, self.latent_dim).float()
-        _, onehot = self._onehot(label, z.shape[0], z.device)
-        return self.decoder(z, onehot)
+        return self.decoder(z, self._onehot(label, z.shape[0], z.device))
 
-    # -- the contract: noise coordinates ------------------------------------------------------------
     def encode(self, x: torch.Tensor, label) -> tuple[torch.Tensor, torch.Tensor]:
         """Images, labels -> (mu, logvar) in noise coordinates, each ``[B, latent_dim]``."""
         mu, logvar = self.encode_latent(x, label)
-        y = as_labels(label, mu.shape[0], mu.device)
-        chol = self.prior_chol[y]
-        diff = (mu - self.prior_mean[y]).unsqueeze(-1)
-        mu_eps = torch.linalg.solve_triangular(chol, diff, upper=False).squeeze(-1)
-        # Only the diagonal of L⁻¹ diag(σ²) L⁻ᵀ is kept: logvar is reported, never used for decoding.
-        eye = torch.eye(self.latent_dim, device=mu.device).expand_as(chol)
-        linv = torch.linalg.solve_triangular(chol, eye, upper=False)
-        var_eps = (linv.pow(2) * logvar.exp().unsqueeze(1)).sum(-1)
-        return mu_eps, var_eps.log()
-
-    def reparameterize(self, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-        """z = mu + sigma * eps while training; the mean in eval mode so reconstructions are deterministic."""
-        if not self.training:
-            return mu
-        return mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+        return self.prior.to_noise(mu, logvar, as_labels(label, len(mu), mu.device))
 
     def decode(self, z: torch.Tensor, label) -> torch.Tensor:
         """Noise ``z ~ N(0, I)`` ``[B, latent_dim]`` and labels -> images ``[B,1,28,28]`` of those digits."""
         z = z.reshape(-1, self.latent_dim).float()
         y = as_labels(label, z.shape[0], z.device)
-        latent = self.prior_mean[y] + (self.prior_chol[y] @ z.unsqueeze(-1)).squeeze(-1)
-        return self.decode_latent(latent, y)
+        return self.decode_latent(self.prior.to_latent(z, y), y)
 
     def forward(self, x: torch.Tensor, label):
-        """Images, labels -> (recon ``[B,1,28,28]``, mu, logvar) with mu/logvar of q(z|x,y) in z coordinates."""
+        """Images, labels -> (recon ``[B,1,28,28]``, mu, logvar), mu/logvar of q(z|x,y) in z coordinates."""
         mu, logvar = self.encode_latent(x, label)
         return self.decode_latent(self.reparameterize(mu, logvar), label), mu, logvar
 
-    @torch.no_grad()
     def fit_prior(self, mu: torch.Tensor, logvar: torch.Tensor, label: torch.Tensor, shrink: float = 1.0) -> None:
-        """Fit each class's Gaussian prior to the aggregate posterior of its training codes.
-
-        ``mu``/``logvar`` ``[N, latent_dim]`` come from ``encode_latent``; the covariance is that of the
-        means plus the mean posterior variance (the moments of the mixture of posteriors). ``shrink``
-        scales the standard deviation (< 1 trades diversity for fidelity).
-        """
-        eye = torch.eye(self.latent_dim, device=mu.device)
-        for c in range(NUM_CLASSES):
-            sel = label == c
-            if sel.sum() < 2:
-                raise ValueError(f"fit_prior needs at least two codes of digit {c}.")
-            m, v = mu[sel].double(), logvar[sel].double().exp()
-            cov = torch.cov(m.T) + torch.diag(v.mean(0)) + 1e-6 * eye.double()
-            self.prior_mean[c] = m.mean(0).float()
-            self.prior_chol[c] = (torch.linalg.cholesky(cov) * shrink).float()
+        """Fit digit c's prior to the training codes of digit c (see ``FittedPrior.fit``)."""
+        self.prior.fit(mu, logvar, label, shrink)
 
 
 def vae_loss(

@@ -68,6 +68,8 @@ def main(argv: list[str] | None = None) -> None:
     summary = {"test_accuracy": test_metrics["accuracy"], "epochs": result.epochs_run,
                "train_seconds": round(seconds, 1), "bytes": out.stat().st_size, "sha256": digest}
     print(json.dumps(summary, indent=2))
+    if not args.dry_run:
+        out.with_suffix(".json").write_text(json.dumps(summary, indent=2) + "\n")
     print(f'pin it in vaekit/classifier.py:  ASSET_SHA256 = "{digest}"')
 
 

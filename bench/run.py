@@ -121,8 +121,8 @@ def main(argv: list[str] | None = None) -> None:
     shutil.copytree(runs / "default", std)
     ckpt = checkpoint.load_checkpoint(std / "Genwithlabel" / "epoch.pth")
     sd = ckpt["model_state_dict"]
-    sd["prior_mean"].zero_()
-    sd["prior_chol"].copy_(torch.eye(sd["prior_chol"].shape[-1]).expand_as(sd["prior_chol"]))
+    sd["prior.mean"].zero_()
+    sd["prior.chol"].copy_(torch.eye(sd["prior.chol"].shape[-1]).expand_as(sd["prior.chol"]))
     checkpoint.save_checkpoint(std / "Genwithlabel" / "epoch.pth", sd,
                                **{k: v for k, v in ckpt.items() if k not in ("model_state_dict", "format_version")})
     models.append(("default conv, N(0,I) prior", "gen", std, ROOT / "submission.py", models[2][4]))

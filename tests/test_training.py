@@ -16,7 +16,7 @@ def test_save_load_round_trip_rebuilds_from_hyperparameters_alone(tmp_path):
     kwargs = checkpoint.constructor_kwargs(S.GenModel, {"latent_dim": 6})
     assert kwargs == {"latent_dim": 6, "channels": 32, "hidden": 256}
     model = S.GenModel(**kwargs).eval()
-    model.prior_mean.normal_()  # non-default buffers must survive too
+    model.prior.mean.normal_()  # non-default buffers must survive too
     checkpoint.save_checkpoint(tmp_path / "epoch.pth", model.state_dict(), task="gen", model_kwargs=kwargs)
     checkpoint.write_hyperparameters(tmp_path / "hyperparameters.txt",
                                      {"model_class": "GenModel", "model_kwargs": kwargs, "latent_dim": 6})

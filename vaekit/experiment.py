@@ -35,11 +35,11 @@ class TrainConfig:
                                                           "choices": ["gaussian", "bernoulli"]})
     channels: int = field(default=32, metadata={"help": "conv channels of the first layer (second has 2x)"})
     hidden: int = field(default=256, metadata={"help": "width of the fully-connected layer"})
-    prior: str = field(default="fitted", metadata={"help": "GenModel only: 'fitted' fits a per-class Gaussian "
+    prior: str = field(default="fitted", metadata={"help": "'fitted' fits a Gaussian (per digit for GenModel) "
                                                    "to the codes after training; 'standard' keeps N(0, I)",
                                                    "choices": ["fitted", "standard"]})
-    prior_shrink: float = field(default=1.0, metadata={"help": "GenModel only: scale of the fitted per-class "
-                                                       "prior's std (<1 trades diversity for fidelity)"})
+    prior_shrink: float = field(default=1.0, metadata={"help": "scale of the fitted prior's std "
+                                                       "(<1 trades diversity for fidelity)"})
     seed: int = field(default=0, metadata={"help": "seed for weights, shuffling and noise (same seed+device "
                                            "-> same weights)"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
@@ -85,7 +85,7 @@ def make_loss(sub, task: str, cfg: TrainConfig):
 
 @torch.no_grad()
 def fit_class_prior(model: nn.Module, x: torch.Tensor, y: torch.Tensor, shrink: float) -> None:
-    """GenModel: fit the per-class prior to the encoder's codes of the training set."""
+    """Fit the model's prior (one Gaussian, or one per digit) to the encoder's codes of the training set."""
     model.eval()
     device = next(model.parameters()).device
     mus, logvars = [], []
@@ -134,7 +134,7 @@ def run(task: str, cfg: TrainConfig) -> Path:
                  desc=task)
     if result.best_state is None:
         raise SystemExit("stopped before the first epoch finished: nothing to save.")
-    if conditional and cfg.prior == "fitted" and hasattr(model, "fit_prior"):
+    if cfg.prior == "fitted" and hasattr(model, "fit_prior"):
         fit_class_prior(model, train.x, train.y, cfg.prior_shrink)
 
     # -- the course files -------------------------------------------------------------------------

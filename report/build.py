@@ -1,0 +1,137 @@
+"""Build report/report.pdf from the saved checkpoints and result files (seconds; no training).
+
+    python report/build.py
+    python report/build.py --results-dir tests/fixtures   # compile against other result files
+
+Figures (latent map, interpolation, sweep curves) are drawn from VAEwolabel/ and Genwithlabel/ and
+report/results/sweeps.json; the Typst source reads every number from the JSON files (no copied numbers).
+report/build_info.json records the sha256 of each input so pack.py can tell a stale report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import matplotlib  # noqa: E402
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+from vaekit import checkpoint, plots  # noqa: E402
+from vaekit.data import load_mnist  # noqa: E402
+from vaekit.generation import load_submission  # noqa: E402
+
+REPORT = ROOT / "report"
+
+
+def load_model(folder: Path):
+    hp = checkpoint.read_hyperparameters(folder / "hyperparameters.txt")
+    name, kwargs = checkpoint.model_spec(hp, "VAE")
+    model = getattr(load_submission(ROOT / "submission.py"), name)(**kwargs)
+    checkpoint.load_weights(model, checkpoint.load_checkpoint(folder / "epoch.pth")["model_state_dict"])
+    return model.eval()
+
+
+@torch.no_grad()
+def latent_map(vae, path: Path) -> None:
+    """Test-set codes of the VAE projected to 2-D with PCA, coloured by digit."""
+    from sklearn.decomposition import PCA
+
+    test = load_mnist("test").subset(5000)
+    mu, _ = vae.encode_latent(test.x)
+    xy = PCA(n_components=2, random_state=0).fit_transform(mu.numpy())
+    fig, ax = plt.subplots(figsize=(5, 4.2))
+    sc = ax.scatter(xy[:, 0], xy[:, 1], c=test.y.numpy(), cmap="tab10", s=3, alpha=0.7)
+    fig.colorbar(sc, ax=ax, ticks=range(10), label="digit")
+    ax.set_title("VAE latent codes of 5 000 test images (PCA)")
+    ax.set_xlabel("PC 1")
+    ax.set_ylabel("PC 2")
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+
+
+@torch.no_grad()
+def interpolation(vae, path: Path, steps: int = 10) -> None:
+    """Rows: linear paths in the VAE's latent space between test digits c and c+1."""
+    test = load_mnist("test")
+    first = [int((test.y == c).nonzero()[0]) for c in range(10)]
+    rows = []
+    for c in range(9):
+        mu, _ = vae.encode(test.x[[first[c], first[c + 1]]])
+        t = torch.linspace(0, 1, steps).unsqueeze(1)
+        rows.append(vae.decode((1 - t) * mu[0] + t * mu[1]))
+    plots.save_grid(torch.cat(rows), path, nrow=steps)
+
+
+def sweep_figure(sweeps: dict, path: Path) -> None:
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    for ax, name, log in ((axes[0], "latent_dim", True), (axes[1], "var", True)):
+        runs = sweeps["sweeps"][name]
+        xs = [r[name] for r in runs]
+        ax.plot(xs, [r["score"] for r in runs], "o-", label="course VAE score (/10)")
+        ax.plot(xs, [min(r["fid_ratio"], 100) / 10 for r in runs], "s--", label="fid_ratio / 10")
+        ax.plot(xs, [r["mse"] * 100 for r in runs], "^:", label="recon MSE × 100")
+        ax.set_xscale("log" if log else "linear")
+        ax.set_xlabel(name)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--results-dir", default=str(ROOT), help="folder holding VAEwolabel/, Genwithlabel/, "
+                   "bench/results.json and report/results/sweeps.json (must lie inside the project)")
+    p.add_argument("--out", default=str(REPORT / "report.pdf"), help="PDF to write")
+    p.add_argument("--skip-figures", action="store_true", help="reuse the figures already in report/figures/")
+    args = p.parse_args(argv)
+    import typst
+
+    base = Path(args.results_dir).resolve()
+    if not base.is_relative_to(ROOT):
+        p.error("--results-dir must lie inside the project (Typst reads files under its root only).")
+    inputs = {
+        "vae": base / "VAEwolabel" / "grade_result.json",
+        "gen": base / "Genwithlabel" / "grade_result.json",
+        "vae_hp": base / "VAEwolabel" / "hyperparameters.txt",
+        "gen_hp": base / "Genwithlabel" / "hyperparameters.txt",
+        "bench": base / "bench" / "results.json",
+        "sweeps": base / "report" / "results" / "sweeps.json",
+    }
+    missing = [str(v.relative_to(ROOT)) for v in inputs.values() if not v.is_file()]
+    if missing:
+        p.exit(1, "report/build.py: missing " + ", ".join(missing) + " (train, grade, run bench/run.py and "
+               "report/experiments.py first)\n")
+
+    figs = base / "report" / "figures"
+    figs.mkdir(parents=True, exist_ok=True)
+    if not args.skip_figures:
+        vae = load_model(base / "VAEwolabel")
+        latent_map(vae, figs / "latent_map.png")
+        interpolation(vae, figs / "interpolation.png")
+        sweep_figure(json.loads(inputs["sweeps"].read_text()), figs / "sweeps.png")
+    rel = {k: "/" + v.relative_to(ROOT).as_posix() for k, v in inputs.items()}
+    rel["vae_dir"] = "/" + (base / "VAEwolabel").relative_to(ROOT).as_posix()
+    rel["gen_dir"] = "/" + (base / "Genwithlabel").relative_to(ROOT).as_posix()
+    rel["figs_dir"] = "/" + figs.relative_to(ROOT).as_posix()
+    out = Path(args.out)
+    typst.compile(str(REPORT / "report.typ"), output=str(out), root=str(ROOT), sys_inputs=rel)
+    info = {"inputs": {str(v.relative_to(ROOT)): checkpoint.file_sha256(v) for v in inputs.values()}}
+    if out.resolve() == (REPORT / "report.pdf").resolve():
+        (REPORT / "build_info.json").write_text(json.dumps(info, indent=2) + "\n")
+    print(f"wrote {out} ({out.stat().st_size / 1024:.0f} KiB)")
+
+
+if __name__ == "__main__":
+    main()
