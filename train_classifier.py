@@ -19,8 +19,9 @@ import torch
 from vaekit import checkpoint
 from vaekit.checkpoint import file_sha256
 from vaekit.classifier import ASSET, MnistClassifier, classifier_loss, load_classifier, random_affine
-from vaekit.data import Split, load_mnist
-from vaekit.training import evaluate, fit, pick_device, set_threads
+from vaekit.config import add_run_flags
+from vaekit.data import Split
+from vaekit.training import evaluate, fit, prepare_run
 
 ROOT = Path(__file__).resolve().parent
 
@@ -32,22 +33,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--lr", type=float, default=3e-3, help="peak Adam learning rate (cosine-decayed)")
     p.add_argument("--batch-size", type=int, default=128, help="images per step")
     p.add_argument("--width", type=int, default=32, help="channels of the first conv block")
-    p.add_argument("--seed", type=int, default=0, help="seed for weights, shuffling and augmentation")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--workers", type=int, default=0, help="CPU threads (0 = all cores)")
-    p.add_argument("--out", default=None, help=f"weights file (default: {ASSET.relative_to(ROOT)})")
-    p.add_argument("--dry-run", action="store_true", help="5 steps on 512 images, a smoke test")
+    add_run_flags(p, out_default=None, out_help=f"weights file (default: {ASSET.relative_to(ROOT)})",
+                  seed_help="seed for weights, shuffling and augmentation")
     args = p.parse_args(argv)
 
-    set_threads(args.workers)
-    device = pick_device(args.device)
+    device, train, valid, test, max_steps = prepare_run(args.workers, args.device, args.dry_run)
     out = Path(args.out) if args.out else (ROOT / "runs" / "dry_run" / "classifier.pt" if args.dry_run else ASSET)
     # The generators are trained on the 50k train split; the judge may see train + valid (60k), never test.
-    train, valid, test = load_mnist("train"), load_mnist("valid"), load_mnist("test")
     train = Split(torch.cat([train.x, valid.x]), torch.cat([train.y, valid.y]))
-    max_steps = None
-    if args.dry_run:
-        train, valid, test, max_steps = train.subset(512), valid.subset(256), test.subset(256), 5
 
     torch.manual_seed(args.seed)
     model = MnistClassifier(width=args.width)

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from submission import VAE as ConvVAE
 from submission import as_images, as_labels, vae_loss  # noqa: F401 - vae_loss is part of the contract
 
 
@@ -34,10 +35,7 @@ class VAE(nn.Module):
         h = F.relu(self.fc1(self._cond(as_images(x).reshape(-1, 784), label)))
         return self.fc_mu(h), self.fc_logvar(h)
 
-    def reparameterize(self, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-        if not self.training:
-            return mu
-        return mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+    reparameterize = ConvVAE.reparameterize
 
     def decode(self, z: torch.Tensor, label=None) -> torch.Tensor:
         z = z.reshape(-1, self.latent_dim).float()

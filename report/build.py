@@ -73,16 +73,23 @@ def interpolation(vae, path: Path, steps: int = 10) -> None:
 
 def sweep_figure(sweeps: dict, path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
-    for ax, name, log in ((axes[0], "latent_dim", True), (axes[1], "var", True)):
+    handles = []
+    for ax, name in ((axes[0], "latent_dim"), (axes[1], "var")):
         runs = sweeps["sweeps"][name]
         xs = [r[name] for r in runs]
-        ax.plot(xs, [r["score"] for r in runs], "o-", label="course VAE score (/10)")
-        ax.plot(xs, [min(r["fid_ratio"], 100) / 10 for r in runs], "s--", label="fid_ratio / 10")
-        ax.plot(xs, [r["mse"] * 100 for r in runs], "^:", label="recon MSE × 100")
-        ax.set_xscale("log" if log else "linear")
+        handles = ax.plot(xs, [r["score"] for r in runs], "o-", label="course VAE score (/10)")
+        handles += ax.plot(xs, [r["mse"] * 100 for r in runs], "^:", label="recon MSE × 100")
+        ax.set_xscale("log")
+        ax.set_xticks(xs, [f"{x:g}" for x in xs])
+        ax.minorticks_off()
         ax.set_xlabel(name)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
+        # fid_ratio spans orders of magnitude: its own log axis.
+        twin = ax.twinx()
+        handles += twin.plot(xs, [r["fid_ratio"] for r in runs], "s--", color="tab:red", label="fid_ratio (right)")
+        twin.set_yscale("log")
+        twin.tick_params(axis="y", colors="tab:red")
+    axes[0].legend(handles=handles, fontsize=7, loc="center right")
     fig.tight_layout()
     fig.savefig(path, dpi=130)
     plt.close(fig)
@@ -125,6 +132,9 @@ def main(argv: list[str] | None = None) -> None:
     rel["vae_dir"] = "/" + (base / "VAEwolabel").relative_to(ROOT).as_posix()
     rel["gen_dir"] = "/" + (base / "Genwithlabel").relative_to(ROOT).as_posix()
     rel["figs_dir"] = "/" + figs.relative_to(ROOT).as_posix()
+    labs = ROOT / "labs" / "results"
+    if all((labs / lab / "results.json").is_file() for lab in ("autoencoder", "classifier")):
+        rel["labs_dir"] = "/labs/results"  # the appendix shows the side labs once they have been run
     out = Path(args.out)
     typst.compile(str(REPORT / "report.typ"), output=str(out), root=str(ROOT), sys_inputs=rel)
     info = {"inputs": {str(v.relative_to(ROOT)): checkpoint.file_sha256(v) for v in inputs.values()}}

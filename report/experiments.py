@@ -53,10 +53,10 @@ def main(argv: list[str] | None = None) -> None:
             key = f"{setting['arch']}-d{setting['latent_dim']}-v{setting['var']}"
             if key not in done:
                 folder = ROOT / "report" / "runs" / key
-                cfg = dataclasses.replace(TrainConfig(), **{k: v for k, v in DEFAULTS.items()},
-                                          latent_dim=setting["latent_dim"], var=setting["var"], epochs=1000,
-                                          time_budget=args.budget, out=str(folder / "VAEwolabel"),
-                                          submission=str(ARCH_FILES[setting["arch"]]))
+                cfg = dataclasses.replace(TrainConfig(), **{**DEFAULTS, "latent_dim": setting["latent_dim"],
+                                          "var": setting["var"], "epochs": 1000, "time_budget": args.budget,
+                                          "out": str(folder / "VAEwolabel"),
+                                          "submission": str(ARCH_FILES[setting["arch"]])})
                 if setting["arch"] == "mlp":
                     cfg = dataclasses.replace(cfg, hidden=400)
                 run("vae", cfg)

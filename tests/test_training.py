@@ -125,3 +125,31 @@ def test_train_script_rejects_bad_flags(root):
     r = subprocess.run([sys.executable, "train_vae.py", "--no-such-flag"], cwd=root, capture_output=True,
                        text=True)
     assert r.returncode == 2 and "unrecognized arguments" in r.stderr
+
+
+def test_ctrl_c_leaves_a_resumable_state_and_tensorboard_logs(root, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out, tb = tmp_path / "VAEwolabel", tmp_path / "tb"
+    # 2 000 images per epoch, many epochs: interrupt after the first epoch's state is on disk.
+    cmd = [sys.executable, "-c", "import sys, train_vae; from vaekit import data;"
+           "orig = data.load_mnist; data.load_mnist = lambda s, *a: orig(s, *a).subset(2000);"
+           "import vaekit.experiment as e; e.load_mnist = data.load_mnist;"
+           f"train_vae.main(['--out', r'{out}', '--epochs', '50', '--tensorboard', r'{tb}', '--latent-dim', '4'])"]
+    proc = subprocess.Popen(cmd, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    while not (out / "train_state.pth").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    log, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, log[-2000:]
+    assert "interrupted during epoch" in log and "resume with --resume" in log
+    hp = json.loads((out / "hyperparameters.txt").read_text())
+    assert hp["stopped_by"] == "interrupted" and 1 <= hp["epochs_run"] < 50
+    state = torch.load(out / "train_state.pth", weights_only=True)
+    assert state["epoch"] == hp["epochs_run"]
+    assert list(tb.glob("events.out.tfevents.*"))

@@ -54,3 +54,13 @@ def from_dict(cls: type[T], values: dict[str, Any]) -> T:
     if unknown:
         raise ValueError(f"unknown {cls.__name__} keys: {', '.join(unknown)}; known: {', '.join(sorted(names))}.")
     return cls(**values)
+
+
+def add_run_flags(parser: argparse.ArgumentParser, *, out_default: str | None, out_help: str = "output folder",
+                  seed_help: str = "seed for weights and shuffling") -> None:
+    """The flags every lab and helper script shares: --seed --device --workers --out --dry-run."""
+    parser.add_argument("--seed", type=int, default=0, help=seed_help)
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--workers", type=int, default=0, help="CPU threads (0 = all cores)")
+    parser.add_argument("--out", default=out_default, help=out_help)
+    parser.add_argument("--dry-run", action="store_true", help="4 steps on 1 000 images (a smoke test)")

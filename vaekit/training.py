@@ -39,6 +39,18 @@ def set_threads(workers: int) -> None:
         torch.set_num_threads(workers)
 
 
+def prepare_run(workers: int, device: str, dry_run: bool) -> tuple[torch.device, Split, Split, Split, int | None]:
+    """Threads, device and the three splits (small ones with ``dry_run``); returns (device, train, valid,
+    test, max_steps) for the scripts that take ``add_run_flags``."""
+    from .data import load_mnist
+
+    set_threads(workers)
+    train, valid, test = load_mnist("train"), load_mnist("valid"), load_mnist("test")
+    if dry_run:
+        return pick_device(device), train.subset(1000), valid.subset(500), test.subset(500), 4
+    return pick_device(device), train, valid, test, None
+
+
 @dataclass
 class FitResult:
     """What a run did: per-epoch logs, the best epoch and its weights, and why it stopped."""
