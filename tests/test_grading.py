@@ -63,6 +63,8 @@ def test_good_submission_gets_every_field_and_regrades_byte_identically(judge, g
      "no integer latent_dim"),
     (lambda d: (d / "VAEwolabel" / "hyperparameters.txt").write_text('{"latent_dim": 5}'), "vae",
      "does not fit the model"),
+    (lambda d: (d / "VAEwolabel" / "hyperparameters.txt").write_text('{"latent_dim": 4, "model_class": "torch"}'),
+     "vae", "submission.py has no nn.Module class torch"),
     (lambda d: patch_submission(d, "GenModel.decode = lambda self, z, label: torch.zeros(len(z), 1, 14, 14)"),
      "gen", "expected 300 images of 28x28|expected 300 images"),
     (lambda d: patch_submission(d, "_d = VAE.decode\n"

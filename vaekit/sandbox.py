@@ -76,20 +76,12 @@ def safe_extract(zip_path: str | Path, dest: str | Path, max_bytes: int = MAX_ZI
     return dest
 
 
-def _limit_memory(max_bytes: int):
-    def apply() -> None:
-        import resource
-
-        resource.setrlimit(resource.RLIMIT_AS, (max_bytes, max_bytes))
-        os.setsid()  # Own process group, so a timeout kills everything the submission started.
-
-    return apply
-
-
 def run_worker(job: dict, workdir: Path, timeout: float, memory_gb: float) -> str | None:
     """Run one worker job in a child; return None on success or the error sentence for the result."""
     workdir.mkdir(parents=True, exist_ok=True)
-    job = {**job, "error_file": str(workdir / "error.txt")}
+    # The worker caps its own address space (RLIMIT_AS) before importing the submission: preexec_fn is
+    # unsafe in the threads that --batch -j uses.
+    job = {**job, "error_file": str(workdir / "error.txt"), "memory_bytes": int(memory_gb * 2**30)}
     job_file = workdir / "job.json"
     job_file.write_text(json.dumps(job))
     env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(ROOT), "HOME": str(workdir),
@@ -98,7 +90,7 @@ def run_worker(job: dict, workdir: Path, timeout: float, memory_gb: float) -> st
     try:
         proc = subprocess.Popen([sys.executable, "-m", "vaekit.worker", str(job_file)], cwd=workdir, env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                preexec_fn=_limit_memory(int(memory_gb * 2**30)))
+                                start_new_session=True)  # own process group: a timeout kills all of it
     except OSError as e:
         return f"could not start the grading worker ({e})."
     try:

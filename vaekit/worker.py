@@ -44,7 +44,7 @@ def run_job(job: dict) -> None:
     _, default_class = TASKS[task]
     hp = read_hyperparameters(folder / "hyperparameters.txt")
     class_name, kwargs = model_spec(hp, default_class)
-    if class_name not in ("VAE", "GenModel") and not class_name.isidentifier():
+    if not class_name.isidentifier():
         raise SubmissionError(f"hyperparameters.txt names model_class {class_name!r}, not a class name.")
     ckpt = load_checkpoint(folder / "epoch.pth")
 
@@ -53,8 +53,8 @@ def run_job(job: dict) -> None:
     except Exception as e:  # noqa: BLE001 - the student's import error is reported, not raised
         raise SubmissionError(f"importing submission.py failed: {type(e).__name__}: {e}") from e
     cls = getattr(sub, class_name, None)
-    if cls is None:
-        raise SubmissionError(f"submission.py has no class {class_name} (named in hyperparameters.txt).")
+    if not (isinstance(cls, type) and issubclass(cls, torch.nn.Module)):
+        raise SubmissionError(f"submission.py has no nn.Module class {class_name} (named in hyperparameters.txt).")
     try:
         torch.manual_seed(job["seed"])
         model = cls(**kwargs)
@@ -94,6 +94,9 @@ def run_job(job: dict) -> None:
 
 def main() -> None:
     job = json.loads(Path(sys.argv[1]).read_text())
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_AS, (job["memory_bytes"], job["memory_bytes"]))
     try:
         run_job(job)
     except (SubmissionError, CheckpointError) as e:
