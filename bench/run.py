@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from vaekit import checkpoint  # noqa: E402
-from vaekit.generation import load_submission, sample  # noqa: E402
+from vaekit.generation import fast_layout, load_submission, sample  # noqa: E402
 from vaekit.grading import GradeSettings, Judge, grade_submission  # noqa: E402
 
 PY = sys.executable
@@ -52,6 +52,7 @@ def decode_rate(folder: Path, submission: Path) -> float:
     name, kwargs = checkpoint.model_spec(hp, "VAE")
     model = getattr(load_submission(submission), name)(**kwargs)
     checkpoint.load_weights(model, checkpoint.load_checkpoint(folder / "epoch.pth")["model_state_dict"])
+    fast_layout(model)  # as grade.py's worker decodes
     labels = torch.arange(10).repeat_interleave(1000)
     sample(model, labels[:2000], kwargs["latent_dim"], seed=0)  # warm-up
     t0 = time.perf_counter()

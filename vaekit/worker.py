@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .checkpoint import CheckpointError, load_checkpoint, load_weights, model_spec, read_hyperparameters
-from .generation import TASKS, load_submission, reconstruct, sample
+from .generation import TASKS, fast_layout, load_submission, reconstruct, sample
 from .metrics import quantize
 from .sandbox import SubmissionError
 
@@ -61,7 +61,7 @@ def run_job(job: dict) -> None:
     except Exception as e:  # noqa: BLE001
         raise SubmissionError(f"{class_name}(**{kwargs}) failed: {type(e).__name__}: {e}") from e
     load_weights(model, ckpt["model_state_dict"])
-    model.eval()
+    fast_layout(model.eval())
     latent_dim = int(kwargs["latent_dim"])
 
     with np.load(job["test"], allow_pickle=False) as f:
