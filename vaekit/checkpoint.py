@@ -34,7 +34,7 @@ def constructor_kwargs(cls: type, given: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in bound.arguments.items() if k not in ("self",) and not k.startswith("_")}
 
 
-def _atomic_write(path: Path, write) -> None:
+def atomic_write(path: Path, write) -> None:
     """Write through a temporary file so an interrupted run never leaves half a checkpoint."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -47,7 +47,7 @@ def save_checkpoint(path: str | Path, state_dict: dict[str, torch.Tensor], **met
     json.dumps(meta)  # Fails loudly on anything that is not plain data.
     payload = {"model_state_dict": {k: v.detach().cpu() for k, v in state_dict.items()},
                "format_version": FORMAT_VERSION, **meta}
-    _atomic_write(Path(path), lambda p: torch.save(payload, p))
+    atomic_write(Path(path), lambda p: torch.save(payload, p))
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -97,7 +97,7 @@ def library_versions() -> dict[str, str]:
 
 def write_hyperparameters(path: str | Path, hp: dict[str, Any]) -> None:
     """One pretty-printed JSON object, keys sorted so two runs diff cleanly."""
-    _atomic_write(Path(path), lambda p: p.write_text(json.dumps(hp, indent=2, sort_keys=True) + "\n"))
+    atomic_write(Path(path), lambda p: p.write_text(json.dumps(hp, indent=2, sort_keys=True) + "\n"))
 
 
 def read_hyperparameters(path: str | Path) -> dict[str, Any]:

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .checkpoint import _atomic_write
+from .checkpoint import atomic_write
 from .data import Split
 
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]
@@ -142,7 +142,7 @@ def fit(
               "rng": torch.get_rng_state(), "epoch": epoch, "seconds": res.seconds, "history": res.history,
               "best_epoch": res.best_epoch, "best_valid": res.best_valid, "best_state": res.best_state,
               "steps": res.steps}
-        _atomic_write(state_path, lambda p: torch.save(st, p))
+        atomic_write(state_path, lambda p: torch.save(st, p))
 
     t0 = time.perf_counter() - elapsed_before
     epoch = start_epoch
