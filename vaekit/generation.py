@@ -27,6 +27,15 @@ def load_submission(path: str | Path | None = None):
     return module
 
 
+def as_image_batch(out: torch.Tensor, n: int, what: str) -> torch.Tensor:
+    """Check that ``decode`` returned ``n`` images of 784 pixels; return them as ``[n,1,28,28]`` on CPU."""
+    if not isinstance(out, torch.Tensor):
+        raise ValueError(f"{what}: decode returned {type(out).__name__}, not a tensor.")
+    if out.numel() != n * 784:
+        raise ValueError(f"{what}: expected {n} images of 28x28 from decode, got shape {tuple(out.shape)}.")
+    return out.reshape(n, 1, 28, 28).cpu()
+
+
 @torch.no_grad()
 def sample(model: nn.Module, labels: torch.Tensor, latent_dim: int, seed: int, chunk: int = 250) -> torch.Tensor:
     """``decode(z, label)`` with ``z ~ N(0, I)`` from ``torch.Generator(seed)``; returns ``[N,1,28,28]``.
@@ -37,7 +46,8 @@ def sample(model: nn.Module, labels: torch.Tensor, latent_dim: int, seed: int, c
     gen = torch.Generator().manual_seed(seed)
     device = next(model.parameters()).device
     z = torch.randn(len(labels), latent_dim, generator=gen)
-    out = [model.decode(z[i:i + chunk].to(device), labels[i:i + chunk].to(device)).reshape(-1, 1, 28, 28).cpu()
+    out = [as_image_batch(model.decode(z[i:i + chunk].to(device), labels[i:i + chunk].to(device)),
+                          len(labels[i:i + chunk]), "samples")
            for i in range(0, len(labels), chunk)]
     return torch.cat(out) if out else torch.empty(0, 1, 28, 28)
 
@@ -56,7 +66,8 @@ def reconstruct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, conditional:
         xb, yb = x[i:i + chunk].to(device), y[i:i + chunk].to(device)
         mu = model.encode(xb, yb)[0] if conditional else model.encode(xb)[0]
         width = mu.shape[-1]
-        out.append((model.decode(mu, yb) if conditional else model.decode(mu)).reshape(-1, 1, 28, 28).cpu())
+        out.append(as_image_batch(model.decode(mu, yb) if conditional else model.decode(mu), len(xb),
+                                  "reconstructions"))
     return (torch.cat(out) if out else torch.empty(0, 1, 28, 28)), width
 
 
