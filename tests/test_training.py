@@ -147,7 +147,7 @@ def test_ctrl_c_leaves_a_resumable_state_and_tensorboard_logs(root, tmp_path):
     proc.send_signal(signal.SIGINT)
     log, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0, log[-2000:]
-    assert "interrupted during epoch" in log and "resume with --resume" in log
+    assert "interrupted after" in log and "resume with --resume" in log
     hp = json.loads((out / "hyperparameters.txt").read_text())
     assert hp["stopped_by"] == "interrupted" and 1 <= hp["epochs_run"] < 50
     state = torch.load(out / "train_state.pth", weights_only=True)

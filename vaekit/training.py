@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import copy
 import math
+import signal
+import threading
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +25,22 @@ from .checkpoint import atomic_write
 from .data import Split
 
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]
+
+
+@contextmanager
+def deferred_interrupt():
+    """Hold Ctrl-C until the block ends, so an epoch's record and its saved state never disagree."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        raise KeyboardInterrupt
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -178,28 +197,29 @@ def fit(
                     break
             bar.close()
             # -- validate, keep the best weights, save a resumable state -----------------------
-            val = evaluate(model, loss_fn, valid, max(batch_size, 500), device)
-            res.seconds = time.perf_counter() - t0
-            row = {"epoch": epoch + 1, "seconds": round(res.seconds, 2),
-                   **{f"train_{k}": v / seen for k, v in running.items()},
-                   **{f"valid_{k}": v for k, v in val.items()}}
-            res.history.append(row)
-            if val["loss"] < res.best_valid:
-                res.best_valid, res.best_epoch = val["loss"], epoch + 1
-                res.best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
-            tqdm.write(f"{desc} epoch {epoch + 1}/{epochs}: train loss {row['train_loss']:.4f}, "
-                       f"valid loss {val['loss']:.4f}" + "".join(
-                           f", valid {k} {v:.4f}" for k, v in val.items() if k != "loss") +
-                       f" ({res.seconds:.0f} s)")
-            if writer is not None:
-                for k, v in row.items():
-                    if k != "epoch":
-                        writer.add_scalar(k.replace("_", "/", 1), v, epoch + 1)
-                if log_images is not None:
-                    for name, grid in log_images(model).items():
-                        writer.add_image(name, grid, epoch + 1)
-            res.epochs_run = epoch + 1
-            save_state(epoch + 1)
+            with deferred_interrupt():
+                val = evaluate(model, loss_fn, valid, max(batch_size, 500), device)
+                res.seconds = time.perf_counter() - t0
+                row = {"epoch": epoch + 1, "seconds": round(res.seconds, 2),
+                       **{f"train_{k}": v / seen for k, v in running.items()},
+                       **{f"valid_{k}": v for k, v in val.items()}}
+                res.history.append(row)
+                if val["loss"] < res.best_valid:
+                    res.best_valid, res.best_epoch = val["loss"], epoch + 1
+                    res.best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+                tqdm.write(f"{desc} epoch {epoch + 1}/{epochs}: train loss {row['train_loss']:.4f}, "
+                           f"valid loss {val['loss']:.4f}" + "".join(
+                               f", valid {k} {v:.4f}" for k, v in val.items() if k != "loss") +
+                           f" ({res.seconds:.0f} s)")
+                if writer is not None:
+                    for k, v in row.items():
+                        if k != "epoch":
+                            writer.add_scalar(k.replace("_", "/", 1), v, epoch + 1)
+                    if log_images is not None:
+                        for name, grid in log_images(model).items():
+                            writer.add_image(name, grid, epoch + 1)
+                res.epochs_run = epoch + 1
+                save_state(epoch + 1)
             if max_steps is not None and res.steps >= max_steps:
                 res.stopped_by = "max_steps"
                 break
@@ -210,7 +230,7 @@ def fit(
         # Ctrl-C: keep what finished epochs produced; the last full epoch's state stays resumable.
         res.stopped_by = "interrupted"
         res.seconds = time.perf_counter() - t0
-        tqdm.write(f"\ninterrupted during epoch {epoch + 1}; "
+        tqdm.write(f"\ninterrupted after {res.epochs_run} finished epoch(s); "
                    + (f"resume with --resume (state in {state_path})" if state_path else "no state saved"))
     finally:
         if writer is not None:
