@@ -75,7 +75,7 @@ def parse_config(task: str, description: str, argv: list[str] | None, **defaults
     return cfg
 
 
-def make_loss(sub, task: str, cfg: TrainConfig):
+def make_loss(sub, cfg: TrainConfig):
     """``loss_fn(model, x, y)`` for the training loop, built on the submission's ``vae_loss``."""
     def loss_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         recon, mu, logvar = model(x, y)
@@ -127,7 +127,7 @@ def run(task: str, cfg: TrainConfig) -> Path:
         return {"reconstructions": plots.image_grid(torch.cat([fixed.x, recon]), 16),
                 "samples": plots.image_grid(samples, 10)}
 
-    result = fit(model, make_loss(sub, task, cfg), train, valid, epochs=cfg.epochs, lr=cfg.lr,
+    result = fit(model, make_loss(sub, cfg), train, valid, epochs=cfg.epochs, lr=cfg.lr,
                  batch_size=cfg.batch_size, seed=cfg.seed, device=device, state_path=out / "train_state.pth",
                  resume=cfg.resume, time_budget=cfg.time_budget or None, max_steps=max_steps,
                  tensorboard=cfg.tensorboard or None, log_images=log_images if cfg.tensorboard else None,

@@ -157,7 +157,8 @@ def find_submission_root(folder: Path) -> Path:
     raise SubmissionError("submission.py not found at the top of the submission (or of its one top folder).")
 
 
-def grade_task(judge: Judge, root: Path, task: str, workdir: Path, settings: GradeSettings) -> dict[str, Any]:
+def grade_task(judge: Judge, root: Path, task: str, workdir: Path, test_file: Path,
+               settings: GradeSettings) -> dict[str, Any]:
     """Grade one task of an unpacked submission; never raises for a bad submission."""
     folder_name, _ = TASKS[task]
     t0 = time.perf_counter()
@@ -175,8 +176,6 @@ def grade_task(judge: Judge, root: Path, task: str, workdir: Path, settings: Gra
             raise SubmissionError(f"missing {', '.join(missing)} in {folder_name}/ (see the required layout).")
         settings_rec["epoch_sha256"] = file_sha256(folder / "epoch.pth")  # lets pack.py spot a stale grade
         workdir.mkdir(parents=True, exist_ok=True)
-        test_file = workdir / "test.npz"
-        np.savez(test_file, x=judge.test_u8, y=judge.test_y)
         job = {"task": task, "folder": str(folder.resolve()), "submission": str((root / "submission.py").resolve()),
                "test": str(test_file), "output": str(workdir / "outputs.npz"), "seed": settings.seed,
                "per_label": settings.per_label, "threads": settings.threads}
@@ -225,8 +224,12 @@ def grade_submission(judge: Judge, submission: Path, out_dir: Path, tasks: list[
             root = find_submission_root(submission)
         else:
             raise SubmissionError(f"{submission} is neither a folder nor a .zip file.")
+        # The test images the child reconstructs: written once per submission, shared by its tasks.
+        work.mkdir(parents=True, exist_ok=True)
+        test_file = work / "test.npz"
+        np.savez(test_file, x=judge.test_u8, y=judge.test_y)
         for task in tasks:
-            results[task] = grade_task(judge, root, task, work / task, settings)
+            results[task] = grade_task(judge, root, task, work / task, test_file, settings)
     except SubmissionError as e:
         for task in tasks:
             results[task] = {"task": task, "folder": TASKS[task][0], "error": str(e), "score": 0.0,
