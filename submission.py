@@ -91,62 +91,121 @@ class ConvDecoder(nn.Module):
 
 
 class FittedPrior(nn.Module):
-    """Gaussian priors ``N(mean[k], L_k L_kᵀ)`` over z, one per group k (one group, or one per digit).
+    """Gaussian-mixture priors over z, one mixture per group (one group, or one per digit).
 
-    They start as N(0, I) and are fitted to the encoder's codes after training (``fit``), so samples come
-    from where the decoder was trained. ``to_latent`` maps standard-normal noise to z; ``to_noise`` maps
-    the encoder's codes back, so decoding ``to_noise(encode)`` reconstructs.
+    Group g's prior is ``Σ_k weight[g,k]·N(mean[g,k], L L^T)`` with ``L = chol[g,k]``. It starts as N(0, I) and
+    is fitted to the encoder's codes after training (``fit``), so samples come from where the decoder was
+    trained. ``to_latent`` maps standard-normal noise to z *exactly*: the first noise coordinate picks the
+    component (through its CDF) and is then stretched back to a fresh N(0, 1) draw, so the other coordinates
+    and the within-component noise stay standard normal. ``to_noise`` inverts it for the encoder's codes, so
+    decoding ``to_noise(encode(x))`` reconstructs x.
     """
 
-    def __init__(self, groups: int, latent_dim: int):
+    def __init__(self, groups: int, latent_dim: int, components: int = 1):
         super().__init__()
-        self.latent_dim = latent_dim
-        self.register_buffer("mean", torch.zeros(groups, latent_dim))
-        self.register_buffer("chol", torch.eye(latent_dim).expand(groups, latent_dim, latent_dim).clone())
+        self.latent_dim, self.components = latent_dim, components
+        g, k, d = groups, components, latent_dim
+        self.register_buffer("weight", torch.full((g, k), 1.0 / k))
+        self.register_buffer("mean", torch.zeros(g, k, d))
+        self.register_buffer("chol", torch.eye(d).expand(g, k, d, d).clone())
+
+    def _segments(self, group: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each component's share of [0, 1]: (lower end, width), ``[B, K]`` in float64."""
+        w = self.weight[group].double()
+        return w.cumsum(-1) - w, w
 
     def to_latent(self, eps: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
-        return self.mean[group] + (self.chol[group] @ eps.unsqueeze(-1)).squeeze(-1)
+        k = torch.zeros_like(group)
+        if self.components > 1:
+            lo, w = self._segments(group)
+            u = torch.special.ndtr(eps[:, 0].double())
+            k = ((u.unsqueeze(1) >= lo) & (w > 0)).long().cumsum(1).argmax(1)  # last segment starting below u
+            lo_k, w_k = lo.gather(1, k[:, None])[:, 0], w.gather(1, k[:, None])[:, 0]
+            eps0 = torch.special.ndtri(((u - lo_k) / w_k).clamp(1e-12, 1 - 1e-12))
+            eps = torch.cat([eps0.to(eps.dtype)[:, None], eps[:, 1:]], 1)
+        return self.mean[group, k] + (self.chol[group, k] @ eps.unsqueeze(-1)).squeeze(-1)
 
     def to_noise(self, mu: torch.Tensor, logvar: torch.Tensor, group: torch.Tensor):
-        chol = self.chol[group]
-        mu_eps = torch.linalg.solve_triangular(chol, (mu - self.mean[group]).unsqueeze(-1), upper=False)
+        linv = torch.linalg.inv(self.chol)[group]  # [B, K, d, d]
+        white = (linv @ (mu.unsqueeze(1) - self.mean[group]).unsqueeze(-1)).squeeze(-1)  # [B, K, d]
+        # The most likely component (log-density up to a shared constant) holds each code.
+        logp = self.weight[group].log() - 0.5 * white.pow(2).sum(-1) + linv.diagonal(dim1=-2, dim2=-1).log().sum(-1)
+        k = logp.argmax(1)
+        eps = white[torch.arange(len(mu)), k]
         # Only the diagonal of L⁻¹ diag(σ²) L⁻ᵀ is kept: logvar is reported, never used for decoding.
-        eye = torch.eye(self.latent_dim, device=mu.device).expand_as(chol)
-        linv = torch.linalg.solve_triangular(chol, eye, upper=False)
-        return mu_eps.squeeze(-1), (linv.pow(2) * logvar.exp().unsqueeze(1)).sum(-1).log()
+        out_logvar = (linv[torch.arange(len(mu)), k].pow(2) * logvar.exp().unsqueeze(1)).sum(-1).log()
+        if self.components > 1:
+            lo, w = self._segments(group)
+            lo_k, w_k = lo.gather(1, k[:, None])[:, 0], w.gather(1, k[:, None])[:, 0]
+            e0 = eps[:, 0].double()
+            z0 = torch.special.ndtri((lo_k + w_k * torch.special.ndtr(e0)).clamp(1e-12, 1 - 1e-12))
+            # d z0 / d e0 = w·φ(e0)/φ(z0): the variance of coordinate 0 scales by its square.
+            out_logvar[:, 0] += (2 * w_k.log() + z0.pow(2) - e0.pow(2)).to(mu.dtype)
+            eps = torch.cat([z0.to(mu.dtype)[:, None], eps[:, 1:]], 1)
+        return eps, out_logvar
 
     @torch.no_grad()
     def fit(self, mu: torch.Tensor, logvar: torch.Tensor, group: torch.Tensor, shrink: float = 1.0) -> None:
-        """Fit each group's Gaussian to the aggregate posterior of its codes ``[N, latent_dim]``.
+        """Fit each group's mixture to the aggregate posterior of its codes ``[N, latent_dim]``.
 
-        The covariance is that of the means plus the mean posterior variance (the moments of the mixture
-        of posteriors). ``shrink`` scales the standard deviation (< 1 trades diversity for fidelity).
+        The codes are split into ``components`` clusters by k-means; each cluster's Gaussian takes the
+        covariance of its means plus their mean posterior variance (the moments of that mixture of
+        posteriors), its weight the cluster's share. ``shrink`` scales the standard deviations (< 1 trades
+        diversity for fidelity).
         """
         eye = torch.eye(self.latent_dim, device=mu.device, dtype=torch.float64)
-        for k in range(len(self.mean)):
-            sel = group == k
-            if sel.sum() < 2:
-                raise ValueError(f"fitting the prior needs at least two codes of group {k}.")
+        for g in range(len(self.mean)):
+            sel = group == g
+            if sel.sum() < 2 * self.components:
+                raise ValueError(f"fitting the prior needs at least two codes per component in group {g}.")
             m, v = mu[sel].double(), logvar[sel].double().exp()
-            cov = torch.cov(m.T) + torch.diag(v.mean(0)) + 1e-6 * eye
-            self.mean[k] = m.mean(0).float()
-            self.chol[k] = (torch.linalg.cholesky(cov) * shrink).float()
+            cluster = kmeans(m, self.components)
+            for k in range(self.components):
+                mk, vk = m[cluster == k], v[cluster == k]
+                if len(mk) == 0:  # never sampled, never chosen by to_noise
+                    self.weight[g, k], self.mean[g, k], self.chol[g, k] = 0.0, 0.0, eye.float()
+                    continue
+                cov = (torch.cov(mk.T) if len(mk) > 1 else 0 * eye) + torch.diag(vk.mean(0)) + 1e-6 * eye
+                self.weight[g, k] = len(mk) / len(m)
+                self.mean[g, k] = mk.mean(0).float()
+                self.chol[g, k] = (torch.linalg.cholesky(cov) * shrink).float()
+
+
+def kmeans(x: torch.Tensor, k: int, iters: int = 30, seed: int = 0) -> torch.Tensor:
+    """Cluster index ``[N]`` of each row of ``x`` (Lloyd's algorithm; an emptied cluster restarts at the point
+    farthest from its centre, so every cluster keeps at least one member)."""
+    if k == 1:
+        return torch.zeros(len(x), dtype=torch.long, device=x.device)
+    gen = torch.Generator().manual_seed(seed)
+    centres = x[torch.randperm(len(x), generator=gen)[:k].to(x.device)].clone()
+    for _ in range(iters):
+        dist = torch.cdist(x, centres)
+        assign = dist.argmin(1)
+        counts = torch.bincount(assign, minlength=k)
+        for empty in torch.nonzero(counts == 0).flatten():
+            far = dist.min(1).values.argmax()
+            assign[far] = empty
+            dist[far] = 0
+        counts = torch.bincount(assign, minlength=k).clamp(min=1).unsqueeze(1)
+        centres = torch.zeros_like(centres).index_add_(0, assign, x) / counts
+    return assign
 
 
 class VAE(nn.Module):
     """Unconditional convolutional VAE (Kingma & Welling, 2014).
 
-    Trained against N(0, I); afterwards one Gaussian is fitted to the training codes (``fit_prior``) and
-    ``decode`` maps standard-normal noise through it, so ``decode(torch.randn(n, d))`` samples where the
-    decoder was trained. ``encode`` returns codes in the same noise coordinates.
+    Trained against N(0, I); afterwards a mixture of ``components`` Gaussians is fitted to the training codes
+    (``fit_prior``) and ``decode`` maps standard-normal noise through it, so ``decode(torch.randn(n, d))``
+    samples where the decoder was trained (one Gaussian leaves holes between the digits' clusters).
+    ``encode`` returns codes in the same noise coordinates.
     """
 
-    def __init__(self, latent_dim: int = 16, *, channels: int = 32, hidden: int = 256):
+    def __init__(self, latent_dim: int = 16, *, channels: int = 32, hidden: int = 256, components: int = 100):
         super().__init__()
         self.latent_dim = latent_dim
         self.encoder = ConvEncoder(latent_dim, channels, hidden)
         self.decoder = ConvDecoder(latent_dim, channels, hidden)
-        self.prior = FittedPrior(1, latent_dim)
+        self.prior = FittedPrior(1, latent_dim, components)
 
     def _group(self, n: int, device: torch.device) -> torch.Tensor:
         return torch.zeros(n, dtype=torch.long, device=device)
@@ -187,18 +246,18 @@ class VAE(nn.Module):
 
 
 class GenModel(VAE):
-    """Conditional VAE: label-aware encoder and decoder, plus one fitted Gaussian prior per digit.
+    """Conditional VAE: label-aware encoder and decoder, plus a fitted Gaussian-mixture prior per digit.
 
     ``decode(eps, y)`` maps standard-normal noise through digit y's prior; ``encode(x, y)`` returns codes
     in those noise coordinates, so ``decode(encode(x, y)[0], y)`` reconstructs x.
     """
 
-    def __init__(self, latent_dim: int = 16, *, channels: int = 32, hidden: int = 256):
+    def __init__(self, latent_dim: int = 16, *, channels: int = 32, hidden: int = 256, components: int = 10):
         nn.Module.__init__(self)
         self.latent_dim = latent_dim
         self.encoder = ConvEncoder(latent_dim, channels, hidden, NUM_CLASSES)
         self.decoder = ConvDecoder(latent_dim, channels, hidden, NUM_CLASSES)
-        self.prior = FittedPrior(NUM_CLASSES, latent_dim)
+        self.prior = FittedPrior(NUM_CLASSES, latent_dim, components)
 
     def _onehot(self, label, batch: int, device: torch.device) -> torch.Tensor:
         return F.one_hot(as_labels(label, batch, device), NUM_CLASSES).float()
@@ -229,7 +288,7 @@ class GenModel(VAE):
         return self.decode_latent(self.reparameterize(mu, logvar), label), mu, logvar
 
     def fit_prior(self, mu: torch.Tensor, logvar: torch.Tensor, label: torch.Tensor, shrink: float = 1.0) -> None:
-        """Fit digit c's prior to the training codes of digit c (see ``FittedPrior.fit``)."""
+        """Fit digit c's mixture to the training codes of digit c (see ``FittedPrior.fit``)."""
         self.prior.fit(mu, logvar, label, shrink)
 
 

@@ -135,6 +135,8 @@ def main(argv: list[str] | None = None) -> None:
     labs = ROOT / "labs" / "results"
     if all((labs / lab / "results.json").is_file() for lab in ("autoencoder", "classifier")):
         rel["labs_dir"] = "/labs/results"  # the appendix shows the side labs once they have been run
+    if (labs / "cgan" / "Genwithlabel" / "samples.png").is_file():
+        rel["cgan_samples"] = "/labs/results/cgan/Genwithlabel/samples.png"
     out = Path(args.out)
     typst.compile(str(REPORT / "report.typ"), output=str(out), root=str(ROOT), sys_inputs=rel)
     info = {"inputs": {str(v.relative_to(ROOT)): checkpoint.file_sha256(v) for v in inputs.values()}}

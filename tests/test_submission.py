@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from scipy import stats
 
 import submission as S
 
@@ -74,21 +75,44 @@ def test_labels_are_validated():
 
 def test_fitted_prior_maps_noise_to_class_gaussian_and_encode_inverts_it():
     torch.manual_seed(0)
-    m = S.GenModel(latent_dim=3).eval()
+    m = S.GenModel(latent_dim=3, components=1).eval()
     y = torch.arange(10).repeat_interleave(500)
     mean = torch.randn(10, 3) * 3
     mu = mean[y] + torch.randn(5000, 3) @ torch.tensor([[1.0, 0, 0], [0.5, 2, 0], [0, 0, 0.5]])
     m.fit_prior(mu, torch.full((5000, 3), -20.0), y)
-    assert torch.allclose(m.prior.mean, torch.stack([mu[y == c].mean(0) for c in range(10)]), atol=1e-5)
-    cov = m.prior.chol[2] @ m.prior.chol[2].T
+    assert torch.allclose(m.prior.mean[:, 0], torch.stack([mu[y == c].mean(0) for c in range(10)]), atol=1e-5)
+    cov = m.prior.chol[2, 0] @ m.prior.chol[2, 0].T
     assert torch.allclose(cov, torch.cov(mu[y == 2].T), atol=1e-3)
     # decode(eps) uses z = mean + L eps, so encode must return L^-1 (mu_z - mean).
     x = torch.rand(4, 1, 28, 28)
     lab = torch.tensor([2, 2, 5, 9])
     mu_z, _ = m.encode_latent(x, lab)
     eps, _ = m.encode(x, lab)
-    z_back = m.prior.mean[lab] + (m.prior.chol[lab] @ eps.unsqueeze(-1)).squeeze(-1)
+    z_back = m.prior.mean[lab, 0] + (m.prior.chol[lab, 0] @ eps.unsqueeze(-1)).squeeze(-1)
     assert torch.allclose(z_back, mu_z, atol=1e-4)
+
+
+def test_mixture_prior_fits_clusters_samples_their_shares_and_inverts_exactly():
+    torch.manual_seed(0)
+    m = S.VAE(latent_dim=4, components=3).eval()
+    centres = torch.tensor([[8.0, 0, 0, 0], [0, 8.0, 0, 0], [0, 0, 0, -8.0]])
+    shares = torch.tensor([0.5, 0.3, 0.2])
+    which = torch.multinomial(shares, 6000, replacement=True, generator=torch.Generator().manual_seed(1))
+    codes = centres[which] + 0.5 * torch.randn(6000, 4)
+    m.fit_prior(codes, torch.full((6000, 4), -20.0))
+    order = torch.cdist(centres, m.prior.mean[0]).argmin(1)  # k-means numbers clusters arbitrarily
+    assert torch.allclose(m.prior.mean[0, order], centres, atol=0.05)
+    assert torch.allclose(m.prior.weight[0, order], torch.bincount(which).float() / 6000, atol=1e-6)
+    # Standard-normal noise lands in each component as often as its weight says...
+    group = torch.zeros(20000, dtype=torch.long)
+    z = m.prior.to_latent(torch.randn(20000, 4), group)
+    landed = torch.bincount(torch.cdist(z, centres).argmin(1), minlength=3).float() / 20000
+    assert torch.allclose(landed, shares, atol=0.015)
+    # ...and the noise the encoder's codes map to is standard normal again (KS test per coordinate).
+    eps, _ = m.prior.to_noise(codes, torch.full((6000, 4), -20.0), group[:6000])
+    for j in range(4):
+        assert stats.kstest(eps[:, j].numpy(), "norm").pvalue > 1e-3
+    assert torch.allclose(m.prior.to_latent(eps, group[:6000]), codes, atol=1e-3)
 
 
 def test_vae_loss_matches_hand_computation():

@@ -14,7 +14,7 @@ from vaekit.training import fit
 def test_save_load_round_trip_rebuilds_from_hyperparameters_alone(tmp_path):
     torch.manual_seed(0)
     kwargs = checkpoint.constructor_kwargs(S.GenModel, {"latent_dim": 6})
-    assert kwargs == {"latent_dim": 6, "channels": 32, "hidden": 256}
+    assert kwargs == {"latent_dim": 6, "channels": 32, "hidden": 256, "components": 10}
     model = S.GenModel(**kwargs).eval()
     model.prior.mean.normal_()  # non-default buffers must survive too
     checkpoint.save_checkpoint(tmp_path / "epoch.pth", model.state_dict(), task="gen", model_kwargs=kwargs)
@@ -103,7 +103,7 @@ def test_train_scripts_dry_run_write_course_files(root, tmp_path, script, folder
 
     out = tmp_path / folder
     subprocess.run([sys.executable, script, "--dry-run", "--out", str(out), "--latent-dim", "6",
-                    "--workers", "2"], cwd=root, check=True, capture_output=True)
+                    "--components", "3", "--workers", "2"], cwd=root, check=True, capture_output=True)
     for name in ("epoch.pth", "hyperparameters.txt", "loss_curves.png", "samples.png", "reconstructions.png"):
         assert (out / name).stat().st_size > 0, name
     hp = json.loads((out / "hyperparameters.txt").read_text())
@@ -113,6 +113,10 @@ def test_train_scripts_dry_run_write_course_files(root, tmp_path, script, folder
     model = getattr(S, cls)(**hp["model_kwargs"])
     model.load_state_dict(ckpt["model_state_dict"])
     assert ckpt["format_version"] == 1 and ckpt["model_class"] == cls
+    # The prior was fitted: a 3-component mixture per group whose weights are the clusters' shares.
+    weight = model.prior.weight
+    assert hp["model_kwargs"]["components"] == 3 and weight.shape[-1] == 3
+    assert torch.allclose(weight.sum(-1), torch.ones(len(weight))) and bool((weight > 0).all())
 
 
 def test_train_script_rejects_bad_flags(root):

@@ -35,9 +35,12 @@ class TrainConfig:
                                                           "choices": ["gaussian", "bernoulli"]})
     channels: int = field(default=32, metadata={"help": "conv channels of the first layer (second has 2x)"})
     hidden: int = field(default=256, metadata={"help": "width of the fully-connected layer"})
-    prior: str = field(default="fitted", metadata={"help": "'fitted' fits a Gaussian (per digit for GenModel) "
-                                                   "to the codes after training; 'standard' keeps N(0, I)",
+    prior: str = field(default="fitted", metadata={"help": "'fitted' fits a Gaussian mixture (one per digit for "
+                                                   "GenModel) to the codes after training; 'standard' keeps "
+                                                   "N(0, I)",
                                                    "choices": ["fitted", "standard"]})
+    components: int = field(default=0, metadata={"help": "Gaussians in each fitted prior mixture (0: the model's "
+                                                 "default, 100 for VAE and 10 per digit for GenModel)"})
     prior_shrink: float = field(default=1.0, metadata={"help": "scale of the fitted prior's std "
                                                        "(<1 trades diversity for fidelity)"})
     seed: int = field(default=0, metadata={"help": "seed for weights, shuffling and noise (same seed+device "
@@ -70,8 +73,8 @@ def parse_config(task: str, description: str, argv: list[str] | None, **defaults
             parser.error(f"--{name.replace('_', '-')} must be at least 1.")
     if cfg.latent_dim > 784:
         parser.error("--latent-dim must be at most 784 (the course bonus 1.2 - d/784 assumes it).")
-    if cfg.lr <= 0 or cfg.var <= 0 or cfg.prior_shrink <= 0:
-        parser.error("--lr, --var and --prior-shrink must be positive.")
+    if cfg.lr <= 0 or cfg.var <= 0 or cfg.prior_shrink <= 0 or cfg.components < 0:
+        parser.error("--lr, --var and --prior-shrink must be positive, --components at least 0.")
     return cfg
 
 
@@ -85,7 +88,7 @@ def make_loss(sub, cfg: TrainConfig):
 
 @torch.no_grad()
 def fit_class_prior(model: nn.Module, x: torch.Tensor, y: torch.Tensor, shrink: float) -> None:
-    """Fit the model's prior (one Gaussian, or one per digit) to the encoder's codes of the training set."""
+    """Fit the model's prior (one mixture, or one per digit) to the encoder's codes of the training set."""
     model.eval()
     device = next(model.parameters()).device
     mus, logvars = [], []
@@ -105,6 +108,8 @@ def run(task: str, cfg: TrainConfig) -> Path:
     sub = load_submission(cfg.submission or None)
     cls = getattr(sub, class_name)
     wanted = {"latent_dim": cfg.latent_dim, "channels": cfg.channels, "hidden": cfg.hidden}
+    if cfg.components:
+        wanted["components"] = cfg.components
     params = inspect.signature(cls.__init__).parameters
     model_kwargs = checkpoint.constructor_kwargs(cls, {k: v for k, v in wanted.items() if k in params})
     torch.manual_seed(cfg.seed)
@@ -149,7 +154,7 @@ def run(task: str, cfg: TrainConfig) -> Path:
         "latent_dim": cfg.latent_dim,
         "training": {k: v for k, v in dataclasses.asdict(cfg).items()
                      if k not in ("out", "resume", "tensorboard", "device", "workers", "latent_dim",
-                                  "channels", "hidden", "submission")},
+                                  "channels", "hidden", "components", "submission")},
         "seed": cfg.seed,
         "device": str(device),
         "threads": torch.get_num_threads(),
