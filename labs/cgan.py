@@ -160,8 +160,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--channels", type=int, default=32, help="conv width (generator and discriminator)")
     p.add_argument("--n-critic", type=int, default=0,
                    help="discriminator steps per generator step (0: 1 for hinge, 5 for wgan-gp)")
-    p.add_argument("--aux-weight", type=float, default=1.0,
-                   help="weight of the auxiliary digit-classification loss (AC-GAN); 0 = projection only")
+    p.add_argument("--aux-weight", type=float, default=0.3,
+                   help="weight of the auxiliary digit-classification loss (AC-GAN); 0 = projection only, "
+                   "1 collapses each digit to one style within this budget")
     p.add_argument("--gp-weight", type=float, default=10.0, help="gradient-penalty weight (wgan-gp)")
     p.add_argument("--encoder-epochs", type=int, default=3, help="epochs fitting the inversion encoder")
     p.add_argument("--no-grade", action="store_true", help="skip grading the result with grade.py's code")
