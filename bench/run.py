@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from vaekit import checkpoint  # noqa: E402
-from vaekit.data import load_mnist  # noqa: E402
+from vaekit.data import Split, load_mnist  # noqa: E402
 from vaekit.experiment import fit_class_prior  # noqa: E402
 from vaekit.generation import TASKS, fast_layout, load_submission, sample  # noqa: E402
 from vaekit.grading import GradeSettings, Judge, grade_submission  # noqa: E402
@@ -51,8 +51,9 @@ def train(script: str, out: Path, flags: list[str]) -> float:
     return time.perf_counter() - t0
 
 
-def refit_prior(src: Path, dst: Path, task: str, components: int) -> None:
-    """Copy a trained submission folder and refit its prior with ``components`` Gaussians (no retraining)."""
+def refit_prior(src: Path, dst: Path, task: str, components: int, train: Split) -> None:
+    """Copy a trained submission folder and refit its prior to ``train`` with ``components`` Gaussians
+    (no retraining)."""
     folder, _ = TASKS[task]
     shutil.copytree(src / folder, dst / folder, ignore=shutil.ignore_patterns("train_state.pth"))
     shutil.copy(src / "submission.py", dst / "submission.py")
@@ -62,7 +63,6 @@ def refit_prior(src: Path, dst: Path, task: str, components: int) -> None:
     model = getattr(load_submission(dst / "submission.py"), name)(**kwargs)
     weights = checkpoint.load_checkpoint(dst / folder / "epoch.pth")["model_state_dict"]
     model.load_state_dict({k: v for k, v in weights.items() if not k.startswith("prior.")}, strict=False)
-    train = load_mnist("train")
     fit_class_prior(model, train.x, train.y, hp["training"]["prior_shrink"])
     checkpoint.save_checkpoint(dst / folder / "epoch.pth", model.state_dict(), task=task, model_class=name,
                                model_kwargs=kwargs)
@@ -160,9 +160,10 @@ def main(argv: list[str] | None = None) -> None:
     vae_s = next(m[4] for m in models if m[:2] == ("default conv", "vae"))
     models.append(("default conv, N(0,I) prior", "gen", std, ROOT / "submission.py", gen_s))
     # Ablation: the same trained weights with one Gaussian (per digit) instead of the mixture.
+    train_split = load_mnist("train")
     for task, seconds in (("vae", vae_s), ("gen", gen_s)):
         one = runs / "one_gaussian"
-        refit_prior(runs / "default", one, task, components=1)
+        refit_prior(runs / "default", one, task, components=1, train=train_split)
         models.append(("default conv, one-Gaussian prior", task, one, ROOT / "submission.py", seconds))
 
     # -- grade: the real grade.py command on the defaults (timed), the same code in-process for the rest --
