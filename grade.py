@@ -3,6 +3,10 @@
     python grade.py                                   # ./submission.py with ./VAEwolabel and ./Genwithlabel
     python grade.py --submission G7-FINAL.zip --out graded/G7
     python grade.py --batch submissions/ --out graded/ -j 2   # one JSON per task + graded/grades.csv
+    python grade.py --batch submissions/ --isolation required --test-data hidden.npz   # how a TA grades
+
+The submission's code runs only inside a bubblewrap sandbox (no network, no files of the grader), in two
+processes per task: one encodes the test images, a fresh one decodes codes and noise.
 
 Writes <out>/<task folder>/grade_result.json. Exit status 0 whenever grading ran, even if a submission
 failed (its error is in the JSON); 2 for misuse of the command.
@@ -16,9 +20,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from vaekit.checkpoint import CheckpointError
+from vaekit.course import TASKS
 from vaekit.data import DataError
-from vaekit.generation import TASKS
+from vaekit.gradepage import write_page
 from vaekit.grading import GradeSettings, Judge, grade_submission, write_csv
+from vaekit.sandbox import ISOLATION_MODES
+
+DEFAULT = GradeSettings()
 
 
 def summary(name: str, results: dict[str, dict]) -> str:
@@ -33,7 +41,7 @@ def summary(name: str, results: dict[str, dict]) -> str:
         lines.append(f"  {task:4s} course {r['score']:.2f}/{r['max_score']:.0f}  fair {r['fair_score']:.2f}  "
                      f"ssim {r['ssim']:.4f}  mse {r['mse']:.5f}  {fid}{extra}fid_ratio {r['fid_ratio']:.2f}  "
                      f"diversity {r['diversity']:.3f}  memorization {r['memorization']:.3f}  "
-                     f"latent {r['latent_dim']}  ({r['timing']['total_s']:.0f} s)")
+                     f"latent {r['latent_dim']}  isolation {r['isolation']}  ({r['timing']['total_s']:.0f} s)")
         lines += [f"       warning: {w}" for w in r.get("warnings", [])]
     return "\n".join(lines)
 
@@ -49,10 +57,17 @@ def main(argv: list[str] | None = None) -> int:
                    "(default: the official MNIST test split)")
     p.add_argument("--classifier", default=None, help="private classifier weights (default: the shipped, "
                    "sha256-pinned vaekit/assets/classifier.pt)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the sampling noise")
-    p.add_argument("--samples-per-label", type=int, default=1000, help="generated images per digit (course: 1000)")
-    p.add_argument("--timeout", type=float, default=300.0, help="seconds per task for the submission's code")
-    p.add_argument("--memory-gb", type=float, default=8.0, help="address-space cap of the submission's process")
+    p.add_argument("--seed", type=int, default=DEFAULT.seed, help="seed of the sampling noise")
+    p.add_argument("--samples-per-label", type=int, default=DEFAULT.per_label,
+                   help="generated images per digit (course: 1000)")
+    p.add_argument("--timeout", type=float, default=DEFAULT.timeout,
+                   help="seconds for each process that runs the submission's code (two per task)")
+    p.add_argument("--memory-gb", type=float, default=DEFAULT.memory_gb,
+                   help="address-space cap of each process that runs the submission's code")
+    p.add_argument("--isolation", choices=ISOLATION_MODES, default=DEFAULT.isolation,
+                   help="auto: a bubblewrap sandbox where the OS allows one, else a plain child process with a "
+                   "warning in every result; required: refuse to run submissions without the sandbox (for "
+                   "TAs); none: never sandbox")
     p.add_argument("--batch", default=None, metavar="DIR", help="grade every zip or folder in DIR; writes "
                    "OUT/<name>/... and OUT/grades.csv")
     p.add_argument("-j", "--jobs", type=int, default=1, help="submissions graded in parallel (batch mode)")
@@ -61,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error("-j, --timeout and --memory-gb must be positive and --samples-per-label at least 2.")
 
     settings = GradeSettings(seed=args.seed, per_label=args.samples_per_label, timeout=args.timeout,
-                             memory_gb=args.memory_gb)
+                             memory_gb=args.memory_gb, isolation=args.isolation)
     try:
         judge = Judge(args.test_data, args.classifier, threads=settings.threads)
     except (DataError, CheckpointError, OSError, ValueError) as e:
@@ -84,7 +99,9 @@ def main(argv: list[str] | None = None) -> int:
         for name, results in graded:
             print(summary(name, results))
         write_csv(out / "grades.csv", [(name, r) for name, results in graded for r in results.values()])
-        print(f"wrote {out}/<name>/<task>/grade_result.json and {out}/grades.csv for {len(graded)} submissions")
+        page = write_page(out / "index.html", graded, [f"{name}/" for name, _ in graded], f"Grades of {batch.name}")
+        print(f"wrote {out}/<name>/<task>/grade_result.json, {out}/grades.csv and {page} for {len(graded)} "
+              "submissions")
         return 0
 
     sub = Path(args.submission)
@@ -93,7 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out) if args.out else (sub if sub.is_dir() else Path("graded") / sub.stem)
     results = grade_submission(judge, sub, out, args.tasks, settings)
     print(summary(str(sub), results))
-    print("wrote " + ", ".join(str(out / r["folder"] / "grade_result.json") for r in results.values()))
+    page = write_page(out / "grade_report.html", [(sub.resolve().name, results)], [""], f"Grade of {sub}")
+    print("wrote " + ", ".join(str(out / r["folder"] / "grade_result.json") for r in results.values())
+          + f" and {page} (open it in a browser)")
     return 0
 
 

@@ -18,15 +18,13 @@ import zipfile
 from pathlib import Path
 
 from vaekit.checkpoint import file_sha256
-from vaekit.generation import TASKS
-
-ROOT = Path(__file__).resolve().parent
-TASK_FILES = ("epoch.pth", "hyperparameters.txt", "grade_result.json")
+from vaekit.course import HANDIN_FILES, TASKS
+from vaekit.paths import ROOT
 
 
 def layout(root: Path) -> dict[str, Path]:
     """Archive name -> file on disk."""
-    files = {f"{folder}/{name}": root / folder / name for folder, _ in TASKS.values() for name in TASK_FILES}
+    files = {f"{t.folder}/{name}": root / t.folder / name for t in TASKS.values() for name in HANDIN_FILES}
     files["submission.py"] = root / "submission.py"
     files["report.pdf"] = root / "report" / "report.pdf"
     return files
@@ -38,7 +36,7 @@ def problems(root: Path) -> list[str]:
     for arcname, path in layout(root).items():
         if not path.is_file():
             found.append(f"{arcname}: missing ({path.relative_to(root)})")
-    for folder, _ in TASKS.values():
+    for folder in (t.folder for t in TASKS.values()):
         result_path, ckpt = root / folder / "grade_result.json", root / folder / "epoch.pth"
         if not (result_path.is_file() and ckpt.is_file()):
             continue
@@ -78,13 +76,13 @@ def pack(root: Path, group: int, out_dir: Path) -> Path:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--group", type=int, required=True, help="your group number N (the zip is G<N>-FINAL.zip)")
+    p.add_argument("--group", type=int, required=True, help="your group number N >= 0 (the zip is G<N>-FINAL.zip)")
     p.add_argument("--root", default=str(ROOT), help="project folder holding the files to pack")
     p.add_argument("--out", default=".", help="folder to write the zip into")
     p.add_argument("--check", action="store_true", help="only list problems; write nothing")
     args = p.parse_args(argv)
-    if args.group < 1:
-        p.error("--group must be a positive number.")
+    if args.group < 0:
+        p.error("--group must be a group number, 0 or more.")
     root = Path(args.root).resolve()
     found = problems(root)
     if found:

@@ -1,6 +1,6 @@
 """Train the grading classifier -> vaekit/assets/classifier.pt (and print its test accuracy and sha256).
 
-    python train_classifier.py            # about 9 minutes on 2 CPU cores, >= 99.5 % test accuracy
+    python train_classifier.py            # >= 99.5 % test accuracy; its wall time is in vaekit/assets/classifier.json
     python train_classifier.py --dry-run  # a few steps, writes to runs/dry_run/classifier.pt
 
 The grader trusts only the weights whose sha256 is pinned in vaekit/classifier.py; after retraining,
@@ -19,11 +19,10 @@ import torch
 from vaekit import checkpoint
 from vaekit.checkpoint import file_sha256
 from vaekit.classifier import ASSET, MnistClassifier, classifier_loss, load_classifier, random_affine
-from vaekit.config import add_run_flags
+from vaekit.cli import add_run_flags, setup_run
 from vaekit.data import Split
-from vaekit.training import evaluate, fit, prepare_run
-
-ROOT = Path(__file__).resolve().parent
+from vaekit.paths import ROOT
+from vaekit.training import evaluate, fit
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -37,7 +36,8 @@ def main(argv: list[str] | None = None) -> None:
                   seed_help="seed for weights, shuffling and augmentation")
     args = p.parse_args(argv)
 
-    device, train, valid, test, max_steps = prepare_run(args.workers, args.device, args.dry_run)
+    run = setup_run(args)
+    device, train, valid, test, max_steps = run.device, run.train, run.valid, run.test, run.max_steps
     out = Path(args.out) if args.out else (ROOT / "runs" / "dry_run" / "classifier.pt" if args.dry_run else ASSET)
     # The generators are trained on the 50k train split; the judge may see train + valid (60k), never test.
     train = Split(torch.cat([train.x, valid.x]), torch.cat([train.y, valid.y]))

@@ -1,6 +1,7 @@
 """A self-attention VAE / CVAE for the report's architecture comparison (MLP vs conv vs attention).
 
-Same contract as ``submission.py``: a conv stem turns the image into 7x7 = 49 tokens, two Transformer
+Self-contained (imports only torch), with the same contract as ``submission.py``: a conv stem turns
+the image into 7x7 = 49 tokens, two Transformer
 encoder layers mix them globally, and the decoder mirrors it. Train it with
 ``python train_vae.py --submission bench/attention_submission.py``.
 """
@@ -11,8 +12,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from submission import VAE as ConvVAE
-from submission import as_images, as_labels, vae_loss  # noqa: F401 - vae_loss is part of the contract
+
+def vae_loss(recon_x, x, mu, logvar, var: float = 0.01, likelihood: str = "gaussian") -> dict[str, torch.Tensor]:
+    """The course's negative ELBO: KL + ||x - recon||² / (2·var), summed over pixels, mean over the batch."""
+    if likelihood != "gaussian":
+        raise ValueError("the attention model is trained with the Gaussian likelihood only.")
+    recon = (recon_x.reshape(len(x), -1) - x.reshape(len(x), -1)).pow(2).sum() / (2 * var) / len(x)
+    kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp()) / len(x)
+    return {"loss": recon + kl, "recon": recon, "kl": kl}
 
 
 class VAE(nn.Module):
@@ -36,12 +43,13 @@ class VAE(nn.Module):
         return h
 
     def encode(self, x: torch.Tensor, label=None) -> tuple[torch.Tensor, torch.Tensor]:
-        tokens = self.stem(as_images(x)).flatten(2).transpose(1, 2) + self.pos
+        tokens = self.stem(x.reshape(-1, 1, 28, 28).float()).flatten(2).transpose(1, 2) + self.pos
         h = self.enc_attn(tokens).flatten(1)
         mu, logvar = self.to_stats(self._cond(h, label)).chunk(2, dim=1)
         return mu, logvar
 
-    reparameterize = ConvVAE.reparameterize
+    def reparameterize(self, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+        return mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if self.training else mu
 
     def decode(self, z: torch.Tensor, label=None) -> torch.Tensor:
         z = z.reshape(-1, self.latent_dim).float()
@@ -58,5 +66,5 @@ class GenModel(VAE):
     label_dims = 10
 
     def _cond(self, h: torch.Tensor, label) -> torch.Tensor:
-        y = as_labels(label, h.shape[0], h.device)
+        y = torch.as_tensor(label, device=h.device).long().reshape(-1).expand(len(h))
         return torch.cat([h, F.one_hot(y, 10).float()], dim=1)

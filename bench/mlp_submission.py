@@ -1,6 +1,7 @@
-"""The canonical MLP VAE and CVAE (784-400-20, as in pytorch/examples' vae/main.py): the bench's yardstick.
+"""The textbook MLP VAE and CVAE (784-400-20, as in pytorch/examples' vae/main.py): the bench's yardstick
+and the honest reference the fair score is calibrated on.
 
-A self-contained submission file with the same contract as ``submission.py``, so the same train scripts
+A self-contained submission file (imports only torch, like a student's), so the same train scripts
 (``--submission bench/mlp_submission.py --likelihood bernoulli``) and the same ``grade.py`` handle it.
 """
 
@@ -10,12 +11,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from submission import VAE as ConvVAE
-from submission import as_images, as_labels, vae_loss  # noqa: F401 - vae_loss is part of the contract
-
 
 class VAE(nn.Module):
     """784 -> 400 -> (mu, logvar) of size latent_dim; z -> 400 -> 784 (sigmoid)."""
+
+    label_dims = 0  # the CVAE appends a one-hot label to both inputs
 
     def __init__(self, latent_dim: int = 20, *, hidden: int = 400):
         super().__init__()
@@ -26,16 +26,15 @@ class VAE(nn.Module):
         self.fc3 = nn.Linear(latent_dim + self.label_dims, hidden)
         self.fc4 = nn.Linear(hidden, 784)
 
-    label_dims = 0
-
     def _cond(self, h: torch.Tensor, label) -> torch.Tensor:
         return h
 
     def encode(self, x: torch.Tensor, label=None) -> tuple[torch.Tensor, torch.Tensor]:
-        h = F.relu(self.fc1(self._cond(as_images(x).reshape(-1, 784), label)))
+        h = F.relu(self.fc1(self._cond(x.reshape(-1, 784).float(), label)))
         return self.fc_mu(h), self.fc_logvar(h)
 
-    reparameterize = ConvVAE.reparameterize
+    def reparameterize(self, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+        return mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if self.training else mu
 
     def decode(self, z: torch.Tensor, label=None) -> torch.Tensor:
         z = z.reshape(-1, self.latent_dim).float()
@@ -52,5 +51,16 @@ class GenModel(VAE):
     label_dims = 10
 
     def _cond(self, h: torch.Tensor, label) -> torch.Tensor:
-        y = as_labels(label, h.shape[0], h.device)
+        y = torch.as_tensor(label, device=h.device).long().reshape(-1).expand(len(h))
         return torch.cat([h, F.one_hot(y, 10).float()], dim=1)
+
+
+def vae_loss(recon_x, x, mu, logvar, var: float = 0.01, likelihood: str = "bernoulli") -> dict[str, torch.Tensor]:
+    """Negative ELBO summed over pixels and latent dims, mean over the batch (Kingma & Welling, 2014)."""
+    recon_x, x = recon_x.reshape(len(x), -1), x.reshape(len(x), -1)
+    if likelihood == "bernoulli":
+        recon = F.binary_cross_entropy(recon_x, x, reduction="sum") / len(x)
+    else:
+        recon = (recon_x - x).pow(2).sum() / (2 * var) / len(x)
+    kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp()) / len(x)
+    return {"loss": recon + kl, "recon": recon, "kl": kl}

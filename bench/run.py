@@ -3,8 +3,8 @@ canonical MLP VAE / CVAE (784-400-20, BCE, Adam 1e-3, batch 128) and the conditi
 (``labs/cgan.py``), each trained for the same wall time; plus two prior ablations on the default weights
 (N(0, I), and one Gaussian instead of the fitted mixture).
 
-    python bench/run.py            # about 30 minutes on 2 CPU cores; writes bench/results.{json,md}
-    python bench/run.py --quick    # a smoke test: tiny budgets, results in bench/runs/quick/
+    python bench/run.py            # writes bench/results.{json,md}
+    python bench/run.py --dry-run  # a smoke test: every train script with --dry-run, results in bench/runs/dry_run/
 
 Every model is graded by the same code as grade.py (official test set, shipped classifier). The README's
 table between the bench markers is rewritten from bench/results.md.
@@ -25,14 +25,14 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from vaekit import checkpoint  # noqa: E402
-from vaekit.data import Split, load_mnist  # noqa: E402
-from vaekit.experiment import fit_class_prior  # noqa: E402
-from vaekit.generation import TASKS, fast_layout, load_submission, sample  # noqa: E402
-from vaekit.grading import GradeSettings, Judge, grade_submission  # noqa: E402
+from vaekit import checkpoint
+from vaekit.course import TASKS, load_model
+from vaekit.data import Split, load_mnist
+from vaekit.generation import fast_layout, sample
+from vaekit.grading import GradeSettings, Judge, grade_submission
+from vaekit.paths import ROOT
+from vaekit.readme import replace_block
+from vaekit.trainer import fit_class_prior
 
 PY = sys.executable
 MLP = ROOT / "bench" / "mlp_submission.py"
@@ -54,33 +54,27 @@ def train(script: str, out: Path, flags: list[str]) -> float:
 def refit_prior(src: Path, dst: Path, task: str, components: int, train: Split) -> None:
     """Copy a trained submission folder and refit its prior to ``train`` with ``components`` Gaussians
     (no retraining)."""
-    folder, _ = TASKS[task]
+    folder = TASKS[task].folder
     shutil.copytree(src / folder, dst / folder, ignore=shutil.ignore_patterns("train_state.pth"))
     shutil.copy(src / "submission.py", dst / "submission.py")
-    hp = checkpoint.read_hyperparameters(dst / folder / "hyperparameters.txt")
-    name, kwargs = checkpoint.model_spec(hp, TASKS[task][1])
-    kwargs["components"] = components
-    model = getattr(load_submission(dst / "submission.py"), name)(**kwargs)
+    model, hp = load_model(dst / folder, dst / "submission.py", overrides={"components": components}, weights=False)
     weights = checkpoint.load_checkpoint(dst / folder / "epoch.pth")["model_state_dict"]
     model.load_state_dict({k: v for k, v in weights.items() if not k.startswith("prior.")}, strict=False)
     fit_class_prior(model, train.x, train.y, hp["training"]["prior_shrink"])
-    checkpoint.save_checkpoint(dst / folder / "epoch.pth", model.state_dict(), task=task, model_class=name,
-                               model_kwargs=kwargs)
-    hp["model_kwargs"] = kwargs
+    checkpoint.save_checkpoint(dst / folder / "epoch.pth", model.state_dict(), task=task,
+                               model_class=hp["model_class"], model_kwargs=hp["model_kwargs"])
     checkpoint.write_hyperparameters(dst / folder / "hyperparameters.txt", hp)
 
 
 def decode_rate(folder: Path, submission: Path) -> float:
     """Images per second of ``decode`` on this machine (10 000 samples, eval mode, no grad)."""
-    hp = checkpoint.read_hyperparameters(folder / "hyperparameters.txt")
-    name, kwargs = checkpoint.model_spec(hp, "VAE")
-    model = getattr(load_submission(submission), name)(**kwargs)
-    checkpoint.load_weights(model, checkpoint.load_checkpoint(folder / "epoch.pth")["model_state_dict"])
+    model, hp = load_model(folder, submission)
     fast_layout(model)  # as grade.py's worker decodes
     labels = torch.arange(10).repeat_interleave(1000)
-    sample(model, labels[:2000], kwargs["latent_dim"], seed=0)  # warm-up
+    latent_dim = hp["model_kwargs"]["latent_dim"]
+    sample(model, labels[:2000], latent_dim, seed=0)  # warm-up
     t0 = time.perf_counter()
-    sample(model, labels, kwargs["latent_dim"], seed=0)
+    sample(model, labels, latent_dim, seed=0)
     return len(labels) / (time.perf_counter() - t0)
 
 
@@ -119,19 +113,21 @@ def markdown(rows: list[dict], machine: dict) -> str:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="tiny budgets (a smoke test); writes only under runs/")
-    p.add_argument("--out", default=None, help="results folder (default: bench/, or bench/runs/quick with --quick)")
+    p.add_argument("--dry-run", action="store_true", help="every script with --dry-run (a smoke test); writes only "
+                   "under bench/runs/dry_run/")
+    p.add_argument("--out", default=None, help="results folder (default: bench/, or bench/runs/dry_run with --dry-run)")
     args = p.parse_args(argv)
 
-    runs = ROOT / "bench" / "runs" / ("quick" if args.quick else "full")
-    out_dir = Path(args.out) if args.out else (runs if args.quick else ROOT / "bench")
+    runs = ROOT / "bench" / "runs" / ("dry_run" if args.dry_run else "full")
+    out_dir = Path(args.out) if args.out else (runs if args.dry_run else ROOT / "bench")
     shutil.rmtree(runs, ignore_errors=True)
-    extra = ["--epochs", "1", "--time-budget", "1"] if args.quick else []
-    subsets = ["--dry-run"] if args.quick else []
+    extra = ["--epochs", "1", "--time-budget", "1"] if args.dry_run else []
+    subsets = ["--dry-run"] if args.dry_run else []
 
     # -- train: the default commands, then the yardstick for the same wall time ----------------------
     models: list[tuple[str, str, Path, Path, float]] = []  # (name, task, submission dir, submission.py, s)
-    for task, script, folder in (("vae", "train_vae.py", "VAEwolabel"), ("gen", "train_cond.py", "Genwithlabel")):
+    for task, script in (("vae", "train_vae.py"), ("gen", "train_cond.py")):
+        folder = TASKS[task].folder
         default = runs / "default"
         seconds = train(script, default / folder, subsets + extra)
         shutil.copy(ROOT / "submission.py", default / "submission.py")
@@ -144,7 +140,7 @@ def main(argv: list[str] | None = None) -> None:
         if task == "gen":
             gan = runs / "cgan"
             gan_s = train("labs/cgan.py", gan, ["--no-grade", "--time-budget", f"{0.82 * seconds:.0f}"]
-                          + (["--dry-run"] if args.quick else []))
+                          + (["--dry-run"] if args.dry_run else []))
             models.append(("conditional GAN (labs/cgan.py)", task, gan, gan / "submission.py", gan_s))
 
     # Ablation at no extra training cost: the default GenModel sampled from N(0, I) instead of its fitted prior.
@@ -169,10 +165,10 @@ def main(argv: list[str] | None = None) -> None:
     # -- grade: the real grade.py command on the defaults (timed), the same code in-process for the rest --
     t0 = time.perf_counter()
     subprocess.run([PY, "grade.py", "--submission", str(runs / "default"), "--out", str(runs / "default_graded")]
-                   + (["--samples-per-label", "50"] if args.quick else []), cwd=ROOT, check=True)
+                   + (["--samples-per-label", "50"] if args.dry_run else []), cwd=ROOT, check=True)
     grade_s = time.perf_counter() - t0
     judge = Judge()
-    settings = GradeSettings(per_label=50 if args.quick else 1000)
+    settings = GradeSettings(per_label=50 if args.dry_run else 1000)
     rows = []
     for name, task, sub_dir, sub_py, seconds in models:
         slug = re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_")
@@ -188,8 +184,8 @@ def main(argv: list[str] | None = None) -> None:
     table = markdown(rows, machine)
     (out_dir / "results.md").write_text(table)
     print(table)
-    if not args.quick:
-        _update_readme(table)
+    if not args.dry_run:
+        replace_block("bench", table)
 
 
 def _cpu_name() -> str:
@@ -200,15 +196,6 @@ def _cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
-
-
-def _update_readme(table: str) -> None:
-    readme = ROOT / "README.md"
-    text = readme.read_text()
-    start, end = "<!-- bench:start -->", "<!-- bench:end -->"
-    if start in text and end in text:
-        head, rest = text.split(start, 1)
-        readme.write_text(head + start + "\n" + table + end + rest.split(end, 1)[1])
 
 
 if __name__ == "__main__":

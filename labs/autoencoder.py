@@ -1,6 +1,6 @@
 """Autoencoder lab: a deep fully-connected autoencoder with a 2-D bottleneck, trained with binary cross-entropy.
 
-    python labs/autoencoder.py                 # about 3 minutes on 2 CPU cores -> labs/results/autoencoder/
+    python labs/autoencoder.py                 # -> labs/results/autoencoder/
     python labs/autoencoder.py --dry-run       # a few steps on a small subset (a smoke test)
 
 Figures: the test set's 2-D codes coloured by digit; a denoising autoencoder (trained on x + 0.4·N(0,1),
@@ -14,23 +14,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import matplotlib.pyplot as plt
+import torch
+import torch.nn.functional as F
+from torch import nn
 
-import matplotlib  # noqa: E402
+from vaekit import plots
+from vaekit.cli import add_run_flags, setup_run
+from vaekit.paths import ROOT
+from vaekit.training import evaluate, fit
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from torch import nn  # noqa: E402
-
-from vaekit import plots  # noqa: E402
-from vaekit.config import add_run_flags  # noqa: E402
-from vaekit.training import evaluate, fit, prepare_run  # noqa: E402
+plt.switch_backend("Agg")  # no display on a CI box or a laptop over SSH
 
 NOISE = 0.4
 
@@ -111,7 +107,8 @@ def main(argv: list[str] | None = None) -> None:
                   seed_help="seed for weights, shuffling and noise")
     args = p.parse_args(argv)
 
-    device, train, valid, test, max_steps = prepare_run(args.workers, args.device, args.dry_run)
+    run = setup_run(args)
+    device, train, valid, test, max_steps = run.device, run.train, run.valid, run.test, run.max_steps
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     common = dict(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed, device=device,

@@ -2,7 +2,7 @@
 classifier (non-saturating or hinge loss with spectral norm, or WGAN-GP), then an encoder fitted to invert
 the generator, written as a gradable course submission.
 
-    python labs/cgan.py                    # about 4.5 minutes on 2 CPU cores -> labs/results/cgan/
+    python labs/cgan.py                    # -> labs/results/cgan/
     python labs/cgan.py --loss wgan-gp     # Wasserstein loss with gradient penalty (5 critic steps per G step)
     python labs/cgan.py --dry-run          # a few steps on a small subset (a smoke test)
 
@@ -19,24 +19,24 @@ import argparse
 import copy
 import json
 import shutil
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from torch import nn  # noqa: E402
-from tqdm.auto import tqdm  # noqa: E402
+from vaekit import checkpoint
+from vaekit.cli import add_run_flags, setup_run
+from vaekit.course import load_submission, write_course_folder
+from vaekit.data import Split
+from vaekit.paths import ROOT
+from vaekit.training import fit
 
-from labs import cgan_submission as C  # noqa: E402
-from vaekit import checkpoint, plots  # noqa: E402
-from vaekit.config import add_run_flags  # noqa: E402
-from vaekit.data import Split  # noqa: E402
-from vaekit.generation import grid_labels, reconstruct, sample  # noqa: E402
-from vaekit.training import fit, prepare_run  # noqa: E402
+# The lab's model is a submission file, loaded the way the grader loads one.
+SUBMISSION = Path(__file__).resolve().parent / "cgan_submission.py"
+C = load_submission(SUBMISSION)
 
 EMA_DECAY = 0.999
 
@@ -172,7 +172,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.epochs < 1 or args.batch_size < 1 or args.latent_dim < 1 or args.lr <= 0:
         p.error("--epochs, --batch-size and --latent-dim must be at least 1 and --lr positive.")
 
-    device, train, valid, _, max_steps = prepare_run(args.workers, args.device, args.dry_run)
+    run = setup_run(args)
+    device, train, valid, max_steps = run.device, run.train, run.valid, run.max_steps
     out = Path(args.out)
     folder = out / "Genwithlabel"
     folder.mkdir(parents=True, exist_ok=True)
@@ -193,22 +194,17 @@ def main(argv: list[str] | None = None) -> None:
 
     # -- the course files, exactly as a student would hand them in ------------------------------------
     kwargs = checkpoint.constructor_kwargs(C.GenModel, {"latent_dim": args.latent_dim, "channels": args.channels})
-    checkpoint.save_checkpoint(folder / "epoch.pth", model.state_dict(), task="gen", model_class="GenModel",
-                               model_kwargs=kwargs, epoch=len(history))
     training = {k: v for k, v in vars(args).items() if k not in ("out", "device", "workers", "no_grade")}
-    checkpoint.write_hyperparameters(folder / "hyperparameters.txt", {
-        "task": "gen", "model_class": "GenModel", "model_kwargs": kwargs, "latent_dim": args.latent_dim,
-        "training": training, "seed": args.seed, "epochs_run": len(history), "stopped_by": stopped_by,
-        "gan_seconds": round(gan_s, 1), "wall_time_s": round(seconds, 1),
-        "encoder_valid": {k: round(v, 4) for k, v in enc.history[-1].items() if k.startswith("valid_")}
-        if enc.history else {}, "versions": checkpoint.library_versions()})
-    shutil.copy(Path(C.__file__), out / "submission.py")
-    (folder / "history.json").write_text(json.dumps({"gan": history, "encoder": enc.history}, indent=1) + "\n")
-    if history:
-        plots.loss_curves(history, folder / "loss_curves.png", title=f"conditional GAN ({args.loss})")
-    plots.save_grid(sample(model, grid_labels(), args.latent_dim, seed=args.seed), folder / "samples.png", nrow=10)
     fixed = valid.subset(16)
-    plots.reconstruction_grid(fixed.x, reconstruct(model, fixed.x, fixed.y, True)[0], folder / "reconstructions.png")
+    write_course_folder(folder, model, task="gen", model_kwargs=kwargs, seed=args.seed,
+                        history={"gan": history, "encoder": enc.history}, shown=(fixed.x, fixed.y),
+                        title=f"conditional GAN ({args.loss})", checkpoint_meta={"epoch": len(history)},
+                        hyperparameters={
+                            "training": training, "seed": args.seed, "epochs_run": len(history),
+                            "stopped_by": stopped_by, "gan_seconds": round(gan_s, 1), "wall_time_s": round(seconds, 1),
+                            "encoder_valid": {k: round(v, 4) for k, v in enc.history[-1].items()
+                                              if k.startswith("valid_")} if enc.history else {}})
+    shutil.copy(SUBMISSION, out / "submission.py")
     print(f"{len(history)} GAN epochs in {gan_s:.0f} s ({stopped_by}), {seconds:.0f} s in all. "
           f"Wrote {out}/submission.py and {folder}/epoch.pth, hyperparameters.txt, samples.png, reconstructions.png")
 

@@ -1,7 +1,7 @@
 """Classifier lab: LeNet-5 against a smaller network of our own, with learning curves and PCA / t-SNE of
 the activations of a conv layer, the fully-connected layer and the output layer.
 
-    python labs/classifier.py             # about 3 minutes on 2 CPU cores -> labs/results/classifier/
+    python labs/classifier.py             # -> labs/results/classifier/
     python labs/classifier.py --dry-run   # a few steps on a small subset (a smoke test)
 
 Training reuses the grading classifier's loss (cross-entropy + accuracy) and the project's one training loop;
@@ -12,25 +12,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import matplotlib.pyplot as plt
+import torch
+from sklearn.decomposition import PCA
+from sklearn.manifold import TSNE
+from threadpoolctl import threadpool_limits
+from torch import nn
 
-import matplotlib  # noqa: E402
+from vaekit.classifier import classifier_loss
+from vaekit.cli import add_run_flags, setup_run
+from vaekit.paths import ROOT
+from vaekit.training import evaluate, fit
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from sklearn.decomposition import PCA  # noqa: E402
-from sklearn.manifold import TSNE  # noqa: E402
-from threadpoolctl import threadpool_limits  # noqa: E402
-from torch import nn  # noqa: E402
-
-from vaekit.classifier import classifier_loss  # noqa: E402
-from vaekit.config import add_run_flags  # noqa: E402
-from vaekit.training import evaluate, fit, prepare_run  # noqa: E402
+plt.switch_backend("Agg")  # no display on a CI box or a laptop over SSH
 
 LAYERS = ("conv", "fc", "output")  # activations we project, named in each net
 
@@ -82,7 +78,8 @@ def main(argv: list[str] | None = None) -> None:
                   seed_help="seed for weights, shuffling and t-SNE")
     args = p.parse_args(argv)
 
-    device, train, valid, test, max_steps = prepare_run(args.workers, args.device, args.dry_run)
+    run = setup_run(args)
+    device, train, valid, test, max_steps = run.device, run.train, run.valid, run.test, run.max_steps
     points = 200 if args.dry_run else args.points
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -12,31 +12,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import matplotlib.pyplot as plt
+import torch
 
-import matplotlib  # noqa: E402
+from vaekit import checkpoint, plots
+from vaekit.course import load_model
+from vaekit.data import load_mnist
+from vaekit.paths import ROOT
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-
-from vaekit import checkpoint, plots  # noqa: E402
-from vaekit.data import load_mnist  # noqa: E402
-from vaekit.generation import load_submission  # noqa: E402
+plt.switch_backend("Agg")  # no display on a CI box or a laptop over SSH
 
 REPORT = ROOT / "report"
-
-
-def load_model(folder: Path):
-    hp = checkpoint.read_hyperparameters(folder / "hyperparameters.txt")
-    name, kwargs = checkpoint.model_spec(hp, "VAE")
-    model = getattr(load_submission(ROOT / "submission.py"), name)(**kwargs)
-    checkpoint.load_weights(model, checkpoint.load_checkpoint(folder / "epoch.pth")["model_state_dict"])
-    return model.eval()
 
 
 @torch.no_grad()
@@ -124,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
     figs = base / "report" / "figures"
     figs.mkdir(parents=True, exist_ok=True)
     if not args.skip_figures:
-        vae = load_model(base / "VAEwolabel")
+        vae, _ = load_model(base / "VAEwolabel")
         latent_map(vae, figs / "latent_map.png")
         interpolation(vae, figs / "interpolation.png")
         sweep_figure(json.loads(inputs["sweeps"].read_text()), figs / "sweeps.png")

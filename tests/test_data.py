@@ -19,19 +19,19 @@ def test_official_splits_have_course_sizes_shapes_and_range():
 
 
 def test_valid_is_the_tail_of_the_official_train_set():
-    raw = data.read_idx_file(data.DEFAULT_DIR / "train-labels-idx1-ubyte.gz")
+    raw = data.read_idx_file(data.MNIST_RAW / "train-labels-idx1-ubyte.gz")
     assert torch.equal(data.load_mnist("valid").y, torch.from_numpy(raw[50_000:].astype(np.int64)))
     assert torch.equal(data.load_mnist("train").y, torch.from_numpy(raw[:50_000].astype(np.int64)))
 
 
 def test_md5_of_every_shipped_file_matches():
     for stem, md5 in data.MD5.items():
-        data.read_idx_file(data.DEFAULT_DIR / f"{stem}.gz", md5)  # raises on mismatch
+        data.read_idx_file(data.MNIST_RAW / f"{stem}.gz", md5)  # raises on mismatch
 
 
 def test_corrupt_and_missing_files_name_the_file(tmp_path):
     raw = tmp_path / "raw"
-    shutil.copytree(data.DEFAULT_DIR, raw)
+    shutil.copytree(data.MNIST_RAW, raw)
     target = raw / "t10k-labels-idx1-ubyte.gz"
     content = bytearray(gzip.decompress(target.read_bytes()))
     content[100] ^= 0xFF
@@ -62,7 +62,7 @@ def test_test_data_from_npz_uint8_and_float(tmp_path):
 
 
 def test_test_data_from_idx_folder_matches_official():
-    s = data.load_test_data(data.DEFAULT_DIR / "t10k-images-idx3-ubyte.gz")
+    s = data.load_test_data(data.MNIST_RAW / "t10k-images-idx3-ubyte.gz")
     official = data.load_mnist("test")
     assert torch.equal(s.x, official.x) and torch.equal(s.y, official.y)
     assert data.dataset_sha256(s) == data.dataset_sha256(official)

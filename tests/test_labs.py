@@ -34,7 +34,6 @@ def test_classifier_lab(root, tmp_path):
 
 
 def test_denoising_psnr_and_noise():
-    sys.path.insert(0, "labs")
     from labs.autoencoder import add_noise, psnr
 
     x = torch.full((2, 1, 28, 28), 0.5)

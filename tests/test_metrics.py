@@ -100,7 +100,46 @@ def test_pairwise_and_memorization():
 
 
 def test_histogram_and_fair_score():
-    assert metrics.class_histogram(np.array([0, 0, 1, 9])) == [0.5, 0.25] + [0.0] * 7 + [0.25]
-    assert metrics.fair_score(30.0, 1.0, 1.1, 0.05, 1.5) == 30.0
-    assert metrics.fair_score(30.0, 0.5, 0.8, 0.25, 4.0) == pytest.approx(30 * 0.5 * 0.8 * 0.8 * 0.5)
-    assert metrics.fair_score(30.0, 1.0, 1.0, 0.0, float("nan")) == 0.0
+    assert metrics.class_histogram(np.array([0, 0, 3, 9])) == [0.5, 0, 0, 0.25, 0, 0, 0, 0, 0, 0.25]
+    honest = {"score": 30.0, "label_factor": 1.0, "diversity_within_class": 0.9, "memorization": 0.05,
+              "memorization_heldout": 0.03, "recon_copies": 0.0, "fid_ratio": 1.5, "latent_dim": 16}
+    assert metrics.fair_score(honest) == 30.0
+    assert metrics.fair_score({**honest, "fid_ratio": float("nan")}) == 0.0
+    # Each factor by hand: label 0.5, diversity 0.3/0.6, novelty 1-(0.25-0.05), reconstruction 1-0.5,
+    # fid (30/900)^0.12.
+    bad = {**honest, "label_factor": 0.5, "diversity_within_class": 0.3, "memorization_heldout": 0.25,
+           "recon_copies": 0.5, "fid_ratio": 900.0}
+    assert metrics.fair_score(bad) == pytest.approx(30 * 0.5 * 0.5 * 0.8 * 0.5 * (30 / 900) ** 0.12)
+    assert metrics.fair_score({**honest, "fid_ratio": 29.0}) == 30.0
+    # Copies through a full-size code are what it carries honestly.
+    assert metrics.fair_factors({**bad, "latent_dim": 784})["reconstruction"] == 1.0
+
+
+@pytest.mark.parametrize("key,worse", [("label_factor", 0.2), ("diversity_within_class", 0.1),
+                                       ("memorization", 0.6), ("memorization_heldout", 0.6),
+                                       ("recon_copies", 0.3), ("fid_ratio", 400.0)])
+def test_fair_score_is_monotone_in_each_metric(key, worse):
+    base = {"score": 10.0, "label_factor": 0.9, "diversity_within_class": 0.5, "memorization": 0.1,
+            "memorization_heldout": 0.1, "recon_copies": 0.1, "fid_ratio": 20.0, "latent_dim": 16}
+    scores = [metrics.fair_score({**base, key: v}) for v in np.linspace(base[key], worse, 6)]
+    assert all(a >= b for a, b in zip(scores, scores[1:])) and scores[0] > scores[-1]
+
+
+def test_copy_checks():
+    rng = np.random.default_rng(0)
+    ref = rng.normal(size=(500, 8))
+    assert metrics.copy_share(ref[:100] + 1e-3, ref, 0.1) == 1.0
+    assert metrics.copy_share(rng.normal(size=(100, 8)), ref, 0.1) == 0.0
+    imgs = rng.integers(0, 256, (10, 28, 28)).astype(np.uint8)
+    near = imgs.copy()
+    near[:4, 0, 0] ^= 1  # one grey level off: still a copy
+    assert metrics.recon_copy_share(near, imgs) == 1.0
+    assert metrics.recon_copy_share(255 - imgs, imgs) == 0.0
+
+
+def test_within_class_diversity_sees_one_image_per_digit():
+    rng = np.random.default_rng(0)
+    real, labels = rng.normal(size=(1000, 4)), np.repeat(np.arange(10), 100)
+    assert metrics.within_class_diversity(real, labels, real, labels) == pytest.approx(1.0)
+    one_each = np.repeat(rng.normal(size=(10, 4)), 100, axis=0)  # globally diverse, no variety within a digit
+    assert metrics.within_class_diversity(one_each, labels, real, labels) == pytest.approx(0.0, abs=1e-6)

@@ -59,3 +59,11 @@ def test_pack_refuses_stale_or_failed_grades_then_round_trips(root, judge, good,
         assert res[task]["error"] is None
         before = json.loads((sub / res[task]["folder"] / "grade_result.json").read_text())
         assert res[task]["score"] == before["score"]
+
+
+def test_group_zero_is_a_valid_group(root, tmp_path):
+    r = subprocess.run([sys.executable, "pack.py", "--group", "0", "--root", str(tmp_path), "--check"], cwd=root,
+                       capture_output=True, text=True)
+    assert "G0-FINAL.zip" in r.stderr and "--group" not in r.stderr  # refused for missing files, not the number
+    r = subprocess.run([sys.executable, "pack.py", "--group", "-1"], cwd=root, capture_output=True, text=True)
+    assert r.returncode == 2 and "0 or more" in r.stderr

@@ -141,7 +141,7 @@ def test_ctrl_c_leaves_a_resumable_state_and_tensorboard_logs(root, tmp_path):
     # 2 000 images per epoch, many epochs: interrupt after the first epoch's state is on disk.
     cmd = [sys.executable, "-c", "import sys, train_vae; from vaekit import data;"
            "orig = data.load_mnist; data.load_mnist = lambda s, *a: orig(s, *a).subset(2000);"
-           "import vaekit.experiment as e; e.load_mnist = data.load_mnist;"
+           "import vaekit.cli as c; c.load_mnist = data.load_mnist;"
            f"train_vae.main(['--out', r'{out}', '--epochs', '50', '--tensorboard', r'{tb}', '--latent-dim', '4'])"]
     proc = subprocess.Popen(cmd, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 120
@@ -157,3 +157,16 @@ def test_ctrl_c_leaves_a_resumable_state_and_tensorboard_logs(root, tmp_path):
     state = torch.load(out / "train_state.pth", weights_only=True)
     assert state["epoch"] == hp["epochs_run"]
     assert list(tb.glob("events.out.tfevents.*"))
+
+
+def test_dry_run_means_the_same_everywhere(root):
+    """--dry-run's help and meaning come from one place (vaekit.cli) for train scripts, labs and the bench."""
+    import subprocess
+    import sys
+
+    from vaekit.cli import DRY_RUN_HELP
+
+    for script in ("train_vae.py", "train_cond.py", "train_classifier.py", "labs/autoencoder.py",
+                   "labs/classifier.py", "labs/cgan.py"):
+        r = subprocess.run([sys.executable, script, "--help"], cwd=root, capture_output=True, text=True)
+        assert r.returncode == 0 and " ".join(DRY_RUN_HELP.split()) in " ".join(r.stdout.split()), script

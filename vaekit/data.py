@@ -16,9 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_DIR = ROOT / "data" / "MNIST" / "raw"
-CACHE_DIR = ROOT / "data" / "MNIST" / "cache"
+from .paths import CACHE_DIR, MNIST_RAW
 
 # md5 of the *decompressed* IDX files (the .gz wrappers differ between mirrors).
 MD5 = {
@@ -76,7 +74,7 @@ def read_idx_file(path: Path, md5: str | None = None) -> np.ndarray:
 
 def _load_official(raw_dir: Path) -> dict[str, np.ndarray]:
     """The four official arrays, md5-verified, through a ``.npy`` cache beside the raw folder."""
-    cache = CACHE_DIR if raw_dir == DEFAULT_DIR else raw_dir.parent / "cache"
+    cache = CACHE_DIR if raw_dir == MNIST_RAW else raw_dir.parent / "cache"
     out = {}
     for stem, md5 in MD5.items():
         gz = raw_dir / f"{stem}.gz"
@@ -107,7 +105,7 @@ def load_mnist(split: str, raw_dir: str | Path | None = None) -> Split:
     """Load one of ``train`` (50 000), ``valid`` (10 000) or ``test`` (10 000)."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}.")
-    arrays = _load_official(Path(raw_dir) if raw_dir else DEFAULT_DIR)
+    arrays = _load_official(Path(raw_dir) if raw_dir else MNIST_RAW)
     if split == "test":
         return _to_split(arrays["t10k-images-idx3-ubyte"], arrays["t10k-labels-idx1-ubyte"])
     sl = slice(0, N_TRAIN) if split == "train" else slice(N_TRAIN, None)

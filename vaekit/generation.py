@@ -7,24 +7,16 @@ than chunks of 2000 together with ``fast_layout``) and memory stays flat whateve
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-from pathlib import Path
-
+import numpy as np
 import torch
 from torch import nn
 
-TASKS = {"vae": ("VAEwolabel", "VAE"), "gen": ("Genwithlabel", "GenModel")}  # task -> (folder, class)
 
-
-def load_submission(path: str | Path | None = None):
-    """Import ``submission.py`` (the repo's own, or the file at ``path``) as a module."""
-    if path is None:
-        return importlib.import_module("submission")
-    spec = importlib.util.spec_from_file_location("submission", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter or buffer (CPU for a model with neither)."""
+    for t in (*model.parameters(), *model.buffers()):
+        return t.device
+    return torch.device("cpu")
 
 
 def as_image_batch(out: torch.Tensor, n: int, what: str) -> torch.Tensor:
@@ -44,7 +36,7 @@ def sample(model: nn.Module, labels: torch.Tensor, latent_dim: int, seed: int, c
     """
     model.eval()
     gen = torch.Generator().manual_seed(seed)
-    device = next(model.parameters()).device
+    device = model_device(model)
     z = torch.randn(len(labels), latent_dim, generator=gen)
     out = [as_image_batch(model.decode(z[i:i + chunk].to(device), labels[i:i + chunk].to(device)),
                           len(labels[i:i + chunk]), "samples")
@@ -53,22 +45,52 @@ def sample(model: nn.Module, labels: torch.Tensor, latent_dim: int, seed: int, c
 
 
 @torch.no_grad()
+def encode_means(model: nn.Module, x: torch.Tensor, y: torch.Tensor, conditional: bool,
+                 chunk: int = 250) -> torch.Tensor:
+    """``mu`` of ``encode(x[, y])`` as float32 ``[N, width]`` on CPU (the grader's encoding process)."""
+    model.eval()
+    device = model_device(model)
+    out = []
+    for i in range(0, len(x), chunk):
+        xb, yb = x[i:i + chunk].to(device), y[i:i + chunk].to(device)
+        codes = model.encode(xb, yb) if conditional else model.encode(xb)
+        mu = codes[0] if isinstance(codes, (tuple, list)) and codes else codes
+        if not isinstance(mu, torch.Tensor) or mu.dim() != 2 or len(mu) != len(xb):
+            raise ValueError(f"encode must return (mu, logvar) with mu shaped [B, latent_dim]; got mu "
+                             f"{tuple(mu.shape) if isinstance(mu, torch.Tensor) else type(mu).__name__} "
+                             f"for a batch of {len(xb)}.")
+        out.append(mu.detach().float().cpu())
+    return torch.cat(out) if out else torch.empty(0, 0)
+
+
+@torch.no_grad()
+def decode_codes(model: nn.Module, mu: torch.Tensor, y: torch.Tensor, conditional: bool,
+                 chunk: int = 250) -> torch.Tensor:
+    """``decode(mu[, y])`` in chunks; returns ``[N,1,28,28]`` on CPU (the grader's decoding process)."""
+    model.eval()
+    device = model_device(model)
+    out = []
+    for i in range(0, len(mu), chunk):
+        zb, yb = mu[i:i + chunk].to(device), y[i:i + chunk].to(device)
+        out.append(as_image_batch(model.decode(zb, yb) if conditional else model.decode(zb), len(zb),
+                                  "reconstructions"))
+    return torch.cat(out) if out else torch.empty(0, 1, 28, 28)
+
+
 def reconstruct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, conditional: bool,
                 chunk: int = 250) -> tuple[torch.Tensor, int]:
     """``decode(mu)`` with ``mu`` from ``encode(x)``; returns (images ``[N,1,28,28]``, the width of ``mu``).
 
     Using the encoder's mean (not ``forward``) means a model cannot pass its input straight through.
     """
-    model.eval()
-    device = next(model.parameters()).device
-    out, width = [], -1
-    for i in range(0, len(x), chunk):
-        xb, yb = x[i:i + chunk].to(device), y[i:i + chunk].to(device)
-        mu = model.encode(xb, yb)[0] if conditional else model.encode(xb)[0]
-        width = mu.shape[-1]
-        out.append(as_image_batch(model.decode(mu, yb) if conditional else model.decode(mu), len(xb),
-                                  "reconstructions"))
-    return (torch.cat(out) if out else torch.empty(0, 1, 28, 28)), width
+    mu = encode_means(model, x, y, conditional, chunk)
+    return decode_codes(model, mu, y, conditional, chunk), mu.shape[1]
+
+
+def quantize(images: torch.Tensor) -> np.ndarray:
+    """Float images in [0,1] -> uint8 ``[N,28,28]``, rounded as ``torchvision.utils.save_image`` writes PNGs."""
+    x = images.detach().reshape(-1, 28, 28).float().cpu()
+    return x.mul(255).add(0.5).clamp(0, 255).to(torch.uint8).numpy()
 
 
 def fast_layout(model: nn.Module) -> nn.Module:

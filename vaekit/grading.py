@@ -1,13 +1,16 @@
-"""Grade a submission folder or zip: run its models in a sandboxed child, score the outputs here.
+"""Grade a submission folder or zip: run its models in sandboxed workers, score their outputs here.
 
-The parent holds the test set and the classifier (a "judge"); the child only ever sees test images and
-labels and returns uint8 images. Every failure becomes a per-task ``error`` with score 0.
+The grader holds the test set and the classifier (a "judge"). The submission's code runs twice per task,
+each time in a fresh sandbox (``vaekit.sandbox``): an encoding process that gets the test images through a
+pipe and returns only ``mu``, and a decoding process that never sees a test image and turns those codes
+(and N(0, I) noise) into images. Every failure becomes a per-task ``error`` with score 0.
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import shutil
 import time
@@ -19,23 +22,26 @@ import numpy as np
 import torch
 
 from . import metrics
-from .checkpoint import CheckpointError, file_sha256, library_versions
+from .checkpoint import CheckpointError, file_sha256, library_versions, model_spec, read_hyperparameters
 from .classifier import load_classifier
-from .data import ROOT, Split, dataset_sha256, load_mnist, load_test_data
-from .generation import TASKS
-from .sandbox import SubmissionError, run_worker, safe_extract
+from .course import MODEL_FILES, TASKS, SubmissionError
+from .data import Split, dataset_sha256, load_mnist, load_test_data
+from .gradepage import save_previews
+from .paths import CACHE_DIR
+from .sandbox import Worker, WorkerRun, private_copy, resolve_isolation, safe_extract
 
-CACHE_DIR = ROOT / "data" / "MNIST" / "cache"
-REQUIRED_FILES = ("epoch.pth", "hyperparameters.txt")
+MAX_SUBMISSION_PY = 2**20  # bytes; a submission.py is a few kB
+MAX_HYPERPARAMETERS = 2**20
 
 
 @dataclass(frozen=True)
 class GradeSettings:
-    seed: int = 0
+    seed: int = 0  # seed of the sampling noise
     per_label: int = 1000  # generated images per digit (the course's count)
-    timeout: float = 300.0  # seconds per task for the submission's own code
-    memory_gb: float = 8.0  # address-space cap of the child (torch alone maps about 4 GB)
-    threads: int = 2
+    timeout: float = 300.0  # seconds per process running the submission's code
+    memory_gb: float = 8.0  # address-space cap of that process (torch alone maps about 4 GB)
+    threads: int = 2  # CPU threads of the judge and of each worker
+    isolation: str = "auto"  # auto | required | none (see sandbox.resolve_isolation)
 
 
 def _round(x: Any) -> Any:
@@ -49,8 +55,14 @@ def _round(x: Any) -> Any:
     return x
 
 
+def _npz_bytes(**arrays: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
 class Judge:
-    """The test set, the classifier and the real-data reference statistics, computed once per session."""
+    """The test set, the classifier and the real-data reference features, computed once per session."""
 
     def __init__(self, test_data: str | None = None, classifier: str | None = None, threads: int = 2):
         torch.set_num_threads(threads)
@@ -61,8 +73,17 @@ class Judge:
         self.test_y = self.test.y.numpy()
         self.test_feats, _ = self.features(self.test_u8)
         train = load_mnist("train")
-        self.train_feats = self._cached_train_features(train)
+        self.train_feats = self._cached_features(train)
         self.train_y = train.y.numpy()
+        # Held-out real images a sample must not copy either: validation, the official test set, the judge's.
+        heldout = [self._cached_features(load_mnist("valid")), self.test_feats]
+        official = load_mnist("test")
+        if dataset_sha256(official) != self.test_sha256:
+            heldout.append(self._cached_features(official))
+        self.heldout_feats = np.concatenate(heldout)
+        # How close an unseen real digit typically comes to a training image: the copy threshold, once.
+        self.copy_threshold = metrics.memorization_threshold(self.test_feats, self.train_feats)
+        self.encode_request = _npz_bytes(x=self.test_u8, y=self.test_y)  # what every encoder is sent
 
     @torch.no_grad()
     def features(self, images_u8: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -77,13 +98,13 @@ class Judge:
             return np.zeros((0, 128), np.float32), np.zeros(0, np.int64)
         return torch.cat(feats).numpy(), torch.cat(preds).numpy()
 
-    def _cached_train_features(self, train: Split) -> np.ndarray:
-        """Features of the 50 000 training images, cached on disk per (classifier, data) pair."""
-        key = hashlib.sha256((self.classifier_sha256 + dataset_sha256(train)).encode()).hexdigest()[:16]
-        path = CACHE_DIR / f"train-features-{key}.npy"
+    def _cached_features(self, split: Split) -> np.ndarray:
+        """Features of a public split, cached on disk per (classifier, data) pair."""
+        key = hashlib.sha256((self.classifier_sha256 + dataset_sha256(split)).encode()).hexdigest()[:16]
+        path = CACHE_DIR / f"features-{key}.npy"
         if path.exists():
             return np.load(path)
-        feats, _ = self.features(metrics.quantize(train.x))
+        feats, _ = self.features(metrics.quantize(split.x))
         try:
             CACHE_DIR.mkdir(parents=True, exist_ok=True)
             np.save(path, feats)
@@ -98,53 +119,209 @@ class Judge:
         return self.train_feats[np.sort(rng.choice(idx, size=min(n, len(idx)), replace=False))]
 
 
-def score_outputs(judge: Judge, task: str, out: dict[str, np.ndarray], settings: GradeSettings) -> dict[str, Any]:
-    """All metrics of one task from the child's uint8 reconstructions and samples."""
-    latent_dim = int(out["latent_dim"])
-    recon, samples, labels = out["recon"], out["samples"], out["sample_labels"]
-    res: dict[str, Any] = {"latent_dim": latent_dim, "model_class": str(out["model_class"])}
+# -- scoring ------------------------------------------------------------------------------------------
+
+
+def score_common(judge: Judge, latent_dim: int, recon: np.ndarray, feats: np.ndarray) -> dict[str, Any]:
+    """What both tasks measure: the course's reconstruction numbers and the copy checks."""
+    res: dict[str, Any] = {"latent_dim": latent_dim}
     res["ssim"] = metrics.ssim_mean(recon, judge.test_u8)
     res["mse"] = metrics.mse(recon, judge.test_u8)
     res["bonus"] = metrics.latent_bonus(latent_dim)
-
-    feats, preds = judge.features(samples)
-    res["memorization"], res["memorization_threshold"] = metrics.memorization(feats, judge.train_feats,
-                                                                              judge.test_feats)
-    if task == "gen":
-        res["fid"] = metrics.course_fid(samples, labels, judge.test_u8, judge.test_y)
-        res["score"] = metrics.course_gen_score(res["ssim"], res["mse"], res["fid"], latent_dim)
-        res["max_score"] = 30.0
-        res["cond_accuracy"] = float(np.mean(preds == labels))
-        per_acc, per_gen, per_real, per_div = [], [], [], []
-        for c in range(10):
-            g, t = feats[labels == c], judge.test_feats[judge.test_y == c]
-            real = judge.real_reference(len(g), settings.seed + c, label=c)
-            per_acc.append(float(np.mean(preds[labels == c] == c)))
-            per_gen.append(metrics.feature_fid(g, t))
-            per_real.append(metrics.feature_fid(real, t))
-            per_div.append(metrics.mean_pairwise_distance(g) / metrics.mean_pairwise_distance(t))
-        res["per_class"] = {"cond_accuracy": per_acc, "classifier_fid": per_gen, "classifier_fid_real": per_real,
-                            "fid_ratio": [g / r for g, r in zip(per_gen, per_real)], "diversity": per_div}
-        res["classifier_fid"], res["classifier_fid_real"] = float(np.mean(per_gen)), float(np.mean(per_real))
-        res["diversity"] = float(np.mean(per_div))
-        label_factor = res["cond_accuracy"]
-    else:
-        res["fid"] = None  # The course's VAE score has no FID term.
-        res["score"] = metrics.course_vae_score(res["ssim"], res["mse"], latent_dim)
-        res["max_score"] = 10.0
-        hist = metrics.class_histogram(preds)
-        res["class_histogram"] = hist
-        res["histogram_max_deviation"] = max(abs(h - 0.1) / 0.1 for h in hist)
-        real = judge.real_reference(len(feats), settings.seed)
-        res["classifier_fid"] = metrics.feature_fid(feats, judge.test_feats)
-        res["classifier_fid_real"] = metrics.feature_fid(real, judge.test_feats)
-        res["diversity"] = metrics.mean_pairwise_distance(feats[::5]) / metrics.mean_pairwise_distance(
-            judge.test_feats[::5])
-        label_factor = 1 - 0.5 * sum(abs(h - 0.1) for h in hist)  # 1 − total-variation from uniform
-    res["fid_ratio"] = res["classifier_fid"] / res["classifier_fid_real"]
-    res["fair_score"] = metrics.fair_score(res["score"], label_factor, res["diversity"], res["memorization"],
-                                           res["fid_ratio"])
+    res["memorization_threshold"] = judge.copy_threshold
+    res["memorization"] = metrics.copy_share(feats, judge.train_feats, judge.copy_threshold)
+    res["memorization_heldout"] = metrics.copy_share(feats, judge.heldout_feats, judge.copy_threshold)
+    res["recon_copies"] = metrics.recon_copy_share(recon, judge.test_u8)
     return res
+
+
+def score_vae(judge: Judge, latent_dim: int, recon: np.ndarray, samples: np.ndarray,
+              settings: GradeSettings) -> dict[str, Any]:
+    """Unconditional task: course VAE score, class coverage of the samples, FID ratio, diversity."""
+    feats, preds = judge.features(samples)
+    res = score_common(judge, latent_dim, recon, feats)
+    res["fid"] = None  # The course's VAE score has no FID term.
+    res["score"] = metrics.course_vae_score(res["ssim"], res["mse"], latent_dim)
+    res["max_score"] = TASKS["vae"].max_score
+    hist = metrics.class_histogram(preds)
+    res["class_histogram"] = hist
+    res["histogram_max_deviation"] = max(abs(h - 0.1) / 0.1 for h in hist)
+    real = judge.real_reference(len(feats), settings.seed)
+    res["classifier_fid"] = metrics.feature_fid(feats, judge.test_feats)
+    res["classifier_fid_real"] = metrics.feature_fid(real, judge.test_feats)
+    res["fid_ratio"] = res["classifier_fid"] / res["classifier_fid_real"]
+    res["diversity"] = metrics.mean_pairwise_distance(feats[::5]) / metrics.mean_pairwise_distance(
+        judge.test_feats[::5])
+    res["diversity_within_class"] = metrics.within_class_diversity(feats, preds, judge.test_feats, judge.test_y)
+    res["label_factor"] = 1 - 0.5 * sum(abs(h - 0.1) for h in hist)  # 1 − total-variation from uniform
+    return res
+
+
+def score_gen(judge: Judge, latent_dim: int, recon: np.ndarray, samples: np.ndarray, labels: np.ndarray,
+              settings: GradeSettings) -> dict[str, Any]:
+    """Conditional task: course Gen score, conditional accuracy and per-class FID ratio and diversity."""
+    feats, preds = judge.features(samples)
+    res = score_common(judge, latent_dim, recon, feats)
+    res["fid"] = metrics.course_fid(samples, labels, judge.test_u8, judge.test_y)
+    res["score"] = metrics.course_gen_score(res["ssim"], res["mse"], res["fid"], latent_dim)
+    res["max_score"] = TASKS["gen"].max_score
+    res["cond_accuracy"] = float(np.mean(preds == labels))
+    per_acc, per_gen, per_real, per_div = [], [], [], []
+    for c in range(10):
+        g, t = feats[labels == c], judge.test_feats[judge.test_y == c]
+        real = judge.real_reference(len(g), settings.seed + c, label=c)
+        per_acc.append(float(np.mean(preds[labels == c] == c)))
+        per_gen.append(metrics.feature_fid(g, t))
+        per_real.append(metrics.feature_fid(real, t))
+        per_div.append(metrics.mean_pairwise_distance(g) / metrics.mean_pairwise_distance(t))
+    res["per_class"] = {"cond_accuracy": per_acc, "classifier_fid": per_gen, "classifier_fid_real": per_real,
+                        "fid_ratio": [g / r for g, r in zip(per_gen, per_real)], "diversity": per_div}
+    res["classifier_fid"], res["classifier_fid_real"] = float(np.mean(per_gen)), float(np.mean(per_real))
+    res["fid_ratio"] = res["classifier_fid"] / res["classifier_fid_real"]
+    res["diversity"] = res["diversity_within_class"] = float(np.mean(per_div))
+    res["label_factor"] = res["cond_accuracy"]
+    return res
+
+
+def flag(res: dict[str, Any]) -> list[str]:
+    """Warnings for what the numbers say a model did that an honest one would not."""
+    found = []
+    if res["recon_copies"] > metrics.RECON_COPY_WARN and res["latent_dim"] < 784 // 4:
+        found.append(f"{100 * res['recon_copies']:.0f} % of the reconstructions are (near-)exact copies of the "
+                     f"test images, through only {res['latent_dim']} numbers per image: a lookup, not a model.")
+    if res["memorization"] > 0.2:
+        found.append(f"{100 * res['memorization']:.0f} % of the samples are near-copies of training images.")
+    if res["memorization_heldout"] > 0.2:
+        found.append(f"{100 * res['memorization_heldout']:.0f} % of the samples are near-copies of held-out "
+                     "(validation or test) images.")
+    if res["fid_ratio"] < metrics.SUSPICIOUS_FID_RATIO:
+        found.append(f"fid_ratio {res['fid_ratio']:.2f} is far below real images' 1.0: samples that close to "
+                     "the test set are copies, not generations.")
+    return found
+
+
+# -- one task, one submission ---------------------------------------------------------------------------
+
+
+def _worker_error(run: WorkerRun, what: str, timeout: float) -> tuple[dict[str, np.ndarray] | None, str | None]:
+    """Parse a worker's result, or say in one sentence what went wrong."""
+    if run.timed_out:
+        return None, f"timed out after {timeout:g} s while {what} (the submission hung or was too slow)."
+    if run.overflow:
+        return None, f"the submission's process sent back more than the grader accepts while {what}."
+    try:
+        with np.load(io.BytesIO(run.stdout), allow_pickle=False) as f:
+            out = {k: f[k] for k in f.files}
+    except Exception:  # noqa: BLE001 - no result at all: the process died
+        how = (f"killed by signal {-run.returncode}" if run.returncode < 0 else f"exit status {run.returncode}")
+        return None, f"the submission's process died while {what} ({how}): {run.stderr_tail}"[:1500]
+    if "error" in out:
+        return None, str(out["error"])[:2000]
+    return out, None
+
+
+def _array(out: dict[str, np.ndarray], key: str, shape: tuple[int, ...], dtype: type) -> np.ndarray:
+    a = out.get(key)
+    if not isinstance(a, np.ndarray) or a.dtype != dtype or a.shape != shape:
+        got = f"{a.dtype} {a.shape}" if isinstance(a, np.ndarray) else "nothing"
+        raise SubmissionError(f"the worker returned {key} as {got}, expected {np.dtype(dtype)} {shape}.")
+    return a
+
+
+def grade_task(judge: Judge, root: Path, task: str, workdir: Path, settings: GradeSettings,
+               isolation: str, isolation_warning: str | None, preview_dir: Path | None = None) -> dict[str, Any]:
+    """Grade one task of an unpacked submission; never raises for a bad submission. ``preview_dir`` gets the
+    page's sample grid and reconstruction strip (``gradepage.save_previews``)."""
+    spec = TASKS[task]
+    t0 = time.perf_counter()
+    result: dict[str, Any] = {"task": task, "folder": spec.folder, "isolation": isolation}
+    settings_rec = {"seed": settings.seed, "samples_per_label": settings.per_label,
+                    "n_reconstructions": len(judge.test), "test_sha256": judge.test_sha256,
+                    "classifier_sha256": judge.classifier_sha256, "versions": library_versions()}
+    folder = root / spec.folder
+    timing: dict[str, float] = {}
+    workers: dict[str, Worker] = {}
+    error = None
+    try:
+        missing = [f for f in MODEL_FILES if not (folder / f).is_file()]
+        if not (root / "submission.py").is_file():
+            missing.insert(0, "submission.py")
+        if missing:
+            raise SubmissionError(f"missing {', '.join(missing)} in {spec.folder}/ (see the required layout).")
+        for path, cap in ((root / "submission.py", MAX_SUBMISSION_PY), (folder / "hyperparameters.txt",
+                                                                          MAX_HYPERPARAMETERS)):
+            if path.stat().st_size > cap:
+                raise SubmissionError(f"{path.name} is larger than {cap // 1024} KiB.")
+        settings_rec["epoch_sha256"] = file_sha256(folder / "epoch.pth")  # lets pack.py spot a stale grade
+        class_name, kwargs = model_spec(read_hyperparameters(folder / "hyperparameters.txt"), spec.model_class)
+        latent_dim = int(kwargs["latent_dim"])
+        files = private_copy({"submission.py": root / "submission.py",
+                              "epoch.pth": folder / "epoch.pth",
+                              "hyperparameters.txt": folder / "hyperparameters.txt"}, workdir / "files")
+        job = {"task": task, "seed": settings.seed, "per_label": settings.per_label, "threads": settings.threads,
+               "memory_bytes": int(settings.memory_gb * 2**30)}
+
+        # Both processes start (and build the model) side by side; each waits for its input on stdin.
+        workers.update({mode: Worker(mode, job, files, isolation, settings.threads) for mode in ("encode", "decode")})
+
+        def stage(mode: str, what: str, request: bytes) -> dict[str, np.ndarray]:
+            t = time.perf_counter()
+            run = workers[mode].run(request, settings.timeout)
+            timing[f"{mode}_s"] = round(time.perf_counter() - t, 2)
+            out, err = _worker_error(run, what, settings.timeout)
+            if err is not None:
+                raise SubmissionError(err)
+            return out
+
+        # Encoding: test images in, only mu out.
+        enc = stage("encode", "encoding the test images", judge.encode_request)
+        mu = enc.get("mu")
+        if not isinstance(mu, np.ndarray) or mu.dtype != np.float32 or mu.ndim != 2 or len(mu) != len(judge.test):
+            raise SubmissionError("encode must return mu shaped [N, latent_dim] for the N test images.")
+        if mu.shape[1] != latent_dim:
+            raise SubmissionError(f"encode returned mu of width {mu.shape[1]}, but latent_dim is {latent_dim}.")
+        if not np.isfinite(mu).all():
+            raise SubmissionError("encode returned NaN or infinite values in mu.")
+        # Decoding, in a fresh process that never saw a test image: codes and noise in, images out.
+        dec = stage("decode", "decoding", _npz_bytes(mu=mu, y=judge.test_y))
+        labels = np.repeat(np.arange(10), settings.per_label)
+        recon = _array(dec, "recon", judge.test_u8.shape, np.uint8)
+        samples = _array(dec, "samples", (len(labels), 28, 28), np.uint8)
+        warnings = [str(w) for w in dec.get("warnings", np.array([], dtype=np.str_))][:20]
+        scored = (score_gen(judge, latent_dim, recon, samples, labels, settings) if spec.conditional
+                  else score_vae(judge, latent_dim, recon, samples, settings))
+        result.update(scored)
+        result["model_class"] = class_name
+        result["flags"] = flag(scored)
+        result["fair_factors"] = metrics.fair_factors(scored)
+        result["fair_score"] = metrics.fair_score(scored)
+        result["warnings"] = warnings + result["flags"]
+        if preview_dir is not None:
+            save_previews(preview_dir, samples, labels, recon, judge.test_u8)
+    except (SubmissionError, CheckpointError) as e:
+        error = str(e)
+    except Exception as e:  # noqa: BLE001 - a grader bug must still not kill the batch
+        error = f"grader error while scoring: {type(e).__name__}: {e}"
+    finally:
+        for w in workers.values():  # a worker left waiting (its task failed early) dies with its sandbox
+            w.kill()
+        shutil.rmtree(workdir, ignore_errors=True)
+    if error is not None:
+        result.update({"error": error, "score": 0.0, "fair_score": 0.0})
+    else:
+        result["error"] = None
+    if isolation_warning:
+        result.setdefault("warnings", []).append(isolation_warning)
+    result["settings"] = settings_rec
+    result["timing"] = {**timing, "total_s": round(time.perf_counter() - t0, 2)}
+    return _round(result)
+
+
+def write_result(out_dir: Path, result: dict[str, Any]) -> Path:
+    path = out_dir / result["folder"] / "grade_result.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    return path
 
 
 def find_submission_root(folder: Path) -> Path:
@@ -157,59 +334,6 @@ def find_submission_root(folder: Path) -> Path:
     raise SubmissionError("submission.py not found at the top of the submission (or of its one top folder).")
 
 
-def grade_task(judge: Judge, root: Path, task: str, workdir: Path, test_file: Path,
-               settings: GradeSettings) -> dict[str, Any]:
-    """Grade one task of an unpacked submission; never raises for a bad submission."""
-    folder_name, _ = TASKS[task]
-    t0 = time.perf_counter()
-    result: dict[str, Any] = {"task": task, "folder": folder_name}
-    settings_rec = {"seed": settings.seed, "samples_per_label": settings.per_label,
-                    "n_reconstructions": len(judge.test), "test_sha256": judge.test_sha256,
-                    "classifier_sha256": judge.classifier_sha256, "versions": library_versions()}
-    folder = root / folder_name
-    error = None
-    try:
-        missing = [f for f in REQUIRED_FILES if not (folder / f).is_file()]
-        if not (root / "submission.py").is_file():
-            missing.insert(0, "submission.py")
-        if missing:
-            raise SubmissionError(f"missing {', '.join(missing)} in {folder_name}/ (see the required layout).")
-        settings_rec["epoch_sha256"] = file_sha256(folder / "epoch.pth")  # lets pack.py spot a stale grade
-        workdir.mkdir(parents=True, exist_ok=True)
-        job = {"task": task, "folder": str(folder.resolve()), "submission": str((root / "submission.py").resolve()),
-               "test": str(test_file), "output": str(workdir / "outputs.npz"), "seed": settings.seed,
-               "per_label": settings.per_label, "threads": settings.threads}
-        error = run_worker(job, workdir, settings.timeout, settings.memory_gb)
-        worker_s = time.perf_counter() - t0
-        if error is None:
-            with np.load(workdir / "outputs.npz", allow_pickle=False) as f:
-                out = {k: f[k] for k in f.files}
-            warnings = [str(w) for w in out.pop("warnings")]
-            result.update(score_outputs(judge, task, out, settings))
-            result["warnings"] = warnings
-        result["timing"] = {"worker_s": round(worker_s, 2)}
-    except (SubmissionError, CheckpointError) as e:
-        error = str(e)
-    except Exception as e:  # noqa: BLE001 - a grader bug must still not kill the batch
-        error = f"grader error while scoring: {type(e).__name__}: {e}"
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-    if error is not None:
-        result.update({"error": error, "score": 0.0, "fair_score": 0.0})
-    else:
-        result["error"] = None
-    result["settings"] = settings_rec
-    result.setdefault("timing", {})["total_s"] = round(time.perf_counter() - t0, 2)
-    return _round(result)
-
-
-def write_result(out_dir: Path, result: dict[str, Any]) -> Path:
-    path = out_dir / result["folder"] / "grade_result.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
-    return path
-
-
 def grade_submission(judge: Judge, submission: Path, out_dir: Path, tasks: list[str],
                      settings: GradeSettings) -> dict[str, dict[str, Any]]:
     """Grade a folder or zip; write ``out_dir/<task folder>/grade_result.json`` for each task."""
@@ -218,21 +342,19 @@ def grade_submission(judge: Judge, submission: Path, out_dir: Path, tasks: list[
     shutil.rmtree(work, ignore_errors=True)
     results: dict[str, dict[str, Any]] = {}
     try:
+        isolation, isolation_warning = resolve_isolation(settings.isolation)
         if submission.is_file() and submission.suffix == ".zip":
             root = find_submission_root(safe_extract(submission, work / "unzipped"))
         elif submission.is_dir():
             root = find_submission_root(submission)
         else:
             raise SubmissionError(f"{submission} is neither a folder nor a .zip file.")
-        # The test images the child reconstructs: written once per submission, shared by its tasks.
-        work.mkdir(parents=True, exist_ok=True)
-        test_file = work / "test.npz"
-        np.savez(test_file, x=judge.test_u8, y=judge.test_y)
         for task in tasks:
-            results[task] = grade_task(judge, root, task, work / task, test_file, settings)
+            results[task] = grade_task(judge, root, task, work / task, settings, isolation, isolation_warning,
+                                       out_dir / TASKS[task].folder)
     except SubmissionError as e:
         for task in tasks:
-            results[task] = {"task": task, "folder": TASKS[task][0], "error": str(e), "score": 0.0,
+            results[task] = {"task": task, "folder": TASKS[task].folder, "error": str(e), "score": 0.0,
                              "fair_score": 0.0}
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -246,7 +368,8 @@ def grade_submission(judge: Judge, submission: Path, out_dir: Path, tasks: list[
 
 
 CSV_FIELDS = ("submission", "task", "score", "max_score", "fair_score", "ssim", "mse", "fid", "cond_accuracy",
-              "fid_ratio", "diversity", "memorization", "latent_dim", "error")
+              "fid_ratio", "diversity", "memorization", "memorization_heldout", "recon_copies", "latent_dim",
+              "isolation", "flags", "error")
 
 
 def write_csv(path: Path, rows: list[tuple[str, dict[str, Any]]]) -> None:
@@ -255,4 +378,6 @@ def write_csv(path: Path, rows: list[tuple[str, dict[str, Any]]]) -> None:
         w = csv.DictWriter(f, fieldnames=CSV_FIELDS)
         w.writeheader()
         for name, res in rows:
-            w.writerow({"submission": name, **{k: res.get(k) for k in CSV_FIELDS if k != "submission"}})
+            row = {k: res.get(k) for k in CSV_FIELDS if k != "submission"}
+            row["flags"] = len(res.get("flags") or [])
+            w.writerow({"submission": name, **row})

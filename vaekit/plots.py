@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import torch
+from torchvision.utils import make_grid, save_image
 
-matplotlib.use("Agg")  # No display on a CI box or a laptop over SSH.
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from torchvision.utils import make_grid, save_image  # noqa: E402
-
+plt.switch_backend("Agg")  # no display on a CI box or a laptop over SSH
 
 def loss_curves(history: list[dict[str, float]], path: str | Path, title: str = "") -> None:
     """One panel per loss term (train vs valid per epoch)."""

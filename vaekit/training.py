@@ -43,33 +43,6 @@ def deferred_interrupt():
         raise KeyboardInterrupt
 
 
-def pick_device(name: str = "auto") -> torch.device:
-    """``auto`` -> CUDA when present, else CPU. A GPU is used when there, never required."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise SystemExit(f"--device {name} asked for, but no CUDA device is available; use --device cpu.")
-    return torch.device(name)
-
-
-def set_threads(workers: int) -> None:
-    """Use ``workers`` CPU threads for tensor ops (0 = all cores)."""
-    if workers > 0:
-        torch.set_num_threads(workers)
-
-
-def prepare_run(workers: int, device: str, dry_run: bool) -> tuple[torch.device, Split, Split, Split, int | None]:
-    """Threads, device and the three splits (small ones with ``dry_run``); returns (device, train, valid,
-    test, max_steps) for the scripts that take ``add_run_flags``."""
-    from .data import load_mnist
-
-    set_threads(workers)
-    train, valid, test = load_mnist("train"), load_mnist("valid"), load_mnist("test")
-    if dry_run:
-        return pick_device(device), train.subset(1000), valid.subset(500), test.subset(500), 4
-    return pick_device(device), train, valid, test, None
-
-
 @dataclass
 class FitResult:
     """What a run did: per-epoch logs, the best epoch and its weights, and why it stopped."""

@@ -1,15 +1,22 @@
-"""Child process that runs a submission's code: ``python -m vaekit.worker JOB.json``.
+"""The process that runs a submission's code: ``python -m vaekit.worker encode|decode JOB_JSON``.
 
-It imports the untrusted ``submission.py``, rebuilds the model from ``hyperparameters.txt``, loads
-``epoch.pth`` with ``weights_only=True``, reconstructs the test images and draws the samples, checks
-every output, and writes uint8 arrays to ``job["output"]`` (an ``.npz``). Failures go to
-``job["error_file"]`` as one sentence; the parent turns them into the task's ``error``. The classifier
-and all scoring stay in the parent, out of the submission's reach.
+The grader starts it inside the sandbox (``vaekit.sandbox``) on a private copy of ``submission.py``,
+``epoch.pth`` and ``hyperparameters.txt``; it builds the model, then reads its input from stdin and writes one
+``.npz`` to stdout.
+
+* ``encode`` gets the test images (uint8 ``x``, labels ``y``) and returns only ``mu`` (float32).
+* ``decode`` — a fresh process that never saw a test image — gets ``mu`` and the labels, and returns the
+  reconstructions ``decode(mu[, y])`` and the samples ``decode(z ~ N(0, I), label)``, both as uint8.
+
+The classifier and all scoring stay in the grader. A failure is returned as one sentence (``error``).
 """
 
 from __future__ import annotations
 
+import io
 import json
+import os
+import resource
 import sys
 import traceback
 from pathlib import Path
@@ -17,10 +24,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoint import CheckpointError, load_checkpoint, load_weights, model_spec, read_hyperparameters
-from .generation import TASKS, fast_layout, load_submission, reconstruct, sample
-from .metrics import quantize
-from .sandbox import SubmissionError
+from .checkpoint import CheckpointError, read_hyperparameters
+from .course import TASKS, SubmissionError, load_model
+from .generation import decode_codes, encode_means, fast_layout, quantize, sample
 
 
 def check_images(images: torch.Tensor, what: str, warnings: list[str]) -> torch.Tensor:
@@ -35,76 +41,72 @@ def check_images(images: torch.Tensor, what: str, warnings: list[str]) -> torch.
     return images.clamp(0, 1)
 
 
-def run_job(job: dict) -> None:
+def _run(stage: str, what: str, fn):
+    try:
+        return fn()
+    except (SubmissionError, CheckpointError):
+        raise
+    except Exception as e:  # noqa: BLE001 - whatever the student's code raised is reported
+        tb = traceback.extract_tb(e.__traceback__)
+        where = f" at {Path(tb[-1].filename).name}:{tb[-1].lineno}" if tb else ""
+        raise SubmissionError(f"{what} failed: {type(e).__name__}: {e}{where}") from e
+
+
+def build(job: dict) -> tuple[torch.nn.Module, dict]:
+    """The submission's model, rebuilt from the private copy of its files (this runs the student's code)."""
     torch.set_num_threads(job["threads"])
-    task, folder = job["task"], Path(job["folder"])
-    _, default_class = TASKS[task]
-    hp = read_hyperparameters(folder / "hyperparameters.txt")
-    class_name, kwargs = model_spec(hp, default_class)
-    if not class_name.isidentifier():
-        raise SubmissionError(f"hyperparameters.txt names model_class {class_name!r}, not a class name.")
-    ckpt = load_checkpoint(folder / "epoch.pth")
+    folder = Path(job["files"])
+    read_hyperparameters(folder / "hyperparameters.txt")  # a clear error before the student's code runs
+    model, hp = load_model(folder, folder / "submission.py", default_class=TASKS[job["task"]].model_class,
+                           seed=job["seed"])
+    return fast_layout(model), hp
 
-    try:
-        sub = load_submission(job["submission"])
-    except Exception as e:  # noqa: BLE001 - the student's import error is reported, not raised
-        raise SubmissionError(f"importing submission.py failed: {type(e).__name__}: {e}") from e
-    cls = getattr(sub, class_name, None)
-    if not (isinstance(cls, type) and issubclass(cls, torch.nn.Module)):
-        raise SubmissionError(f"submission.py has no nn.Module class {class_name} (named in hyperparameters.txt).")
-    try:
-        torch.manual_seed(job["seed"])
-        model = cls(**kwargs)
-    except Exception as e:  # noqa: BLE001
-        raise SubmissionError(f"{class_name}(**{kwargs}) failed: {type(e).__name__}: {e}") from e
-    load_weights(model, ckpt["model_state_dict"])
-    fast_layout(model.eval())
-    latent_dim = int(kwargs["latent_dim"])
 
-    with np.load(job["test"], allow_pickle=False) as f:
-        x = torch.from_numpy(f["x"]).float().div(255).unsqueeze(1)
-        y = torch.from_numpy(f["y"]).long()
+def read_request() -> dict[str, np.ndarray]:
+    with np.load(io.BytesIO(sys.stdin.buffer.read()), allow_pickle=False) as f:
+        return {k: f[k] for k in f.files}
 
+
+def run_job(mode: str, job: dict, model: torch.nn.Module, hp: dict,
+            request: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    task = TASKS[job["task"]]
     warnings: list[str] = []
-    conditional = task == "gen"
-    try:
-        recon, width = reconstruct(model, x, y, conditional)
-    except Exception as e:  # noqa: BLE001
-        raise SubmissionError(f"reconstructing test images failed: {type(e).__name__}: {e}") from e
-    if width != latent_dim:
-        raise SubmissionError(f"encode returned mu of width {width}, but latent_dim is {latent_dim}.")
+    y = torch.from_numpy(request["y"]).long()
+    if mode == "encode":
+        x = torch.from_numpy(request["x"]).float().div(255).unsqueeze(1)
+        mu = _run(mode, "encoding test images", lambda: encode_means(model, x, y, task.conditional))
+        return {"mu": mu.numpy().astype(np.float32)}
+    mu = torch.from_numpy(request["mu"])
+    recon = _run(mode, "reconstructing test images", lambda: decode_codes(model, mu, y, task.conditional))
     recon = check_images(recon, "reconstructions", warnings)
-
     labels = torch.arange(10).repeat_interleave(job["per_label"])
-    try:
-        samples = sample(model, labels, latent_dim, seed=job["seed"])
-    except Exception as e:  # noqa: BLE001
-        raise SubmissionError(f"sampling decode(z, label) failed: {type(e).__name__}: {e}") from e
+    latent_dim = int(hp["model_kwargs"]["latent_dim"])
+    samples = _run(mode, "sampling decode(z, label)", lambda: sample(model, labels, latent_dim, seed=job["seed"]))
     samples = check_images(samples, "samples", warnings)
-
-    np.savez(job["output"], recon=quantize(recon), samples=quantize(samples), sample_labels=labels.numpy(),
-             latent_dim=np.int64(latent_dim), model_class=np.str_(class_name),
-             warnings=np.array(warnings, dtype=np.str_))
+    return {"recon": quantize(recon), "samples": quantize(samples), "warnings": np.array(warnings, dtype=np.str_)}
 
 
 def main() -> None:
-    job = json.loads(Path(sys.argv[1]).read_text())
-    import resource
-
+    mode, job = sys.argv[1], json.loads(sys.argv[2])
+    # The result channel is a private copy of stdout; the submission's prints go to stderr.
+    result = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
     resource.setrlimit(resource.RLIMIT_AS, (job["memory_bytes"], job["memory_bytes"]))
     try:
-        run_job(job)
+        model, hp = build(job)  # before the input arrives: start-up overlaps the other process's work
+        out = run_job(mode, job, model, hp, read_request())
+        status = 0
     except (SubmissionError, CheckpointError) as e:
-        Path(job["error_file"]).write_text(str(e))
-        sys.exit(3)
+        out, status = {"error": np.str_(str(e))}, 3
     except MemoryError:
-        Path(job["error_file"]).write_text("the submission ran out of memory (over the grader's memory cap).")
-        sys.exit(3)
+        out, status = {"error": np.str_("the submission ran out of memory (over the grader's memory cap).")}, 3
     except Exception as e:  # noqa: BLE001 - whatever the submission raised
-        tb = traceback.extract_tb(e.__traceback__)
-        where = f" at {Path(tb[-1].filename).name}:{tb[-1].lineno}" if tb else ""
-        Path(job["error_file"]).write_text(f"{type(e).__name__}: {e}{where}")
-        sys.exit(3)
+        out, status = {"error": np.str_(f"{type(e).__name__}: {e}")}, 3
+    buf = io.BytesIO()
+    np.savez(buf, **out)
+    result.write(buf.getvalue())
+    result.flush()
+    sys.exit(status)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,184 @@
+"""The red team: submissions that try to win grade.py without a model, each stopped or flagged.
+
+Every attack is ``bench/cheats/cheat_submission.py`` with its ``ATTACK`` set (latent_dim 1, no learning).
+Through the sandbox each must come back blank (chance-level SSIM) or flagged with a fair score far below
+its course score; the same attacks without the sandbox succeed, which shows the tests can fail.
+"""
+
+import json
+import socket
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from vaekit import sandbox
+from vaekit.grading import GradeSettings, grade_submission
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(sandbox.probe_bubblewrap() is not None,
+                                 reason=f"no bubblewrap sandbox here: {sandbox.probe_bubblewrap()}")]
+SETTINGS = GradeSettings(per_label=20, timeout=60)
+BLOCKED = ("reads_grader_files", "stash_memory", "stash_files", "writes_outside", "socket", "rewrites_output")
+BLANK_SSIM = 0.35  # blank images against digits; an honest tiny model is above, a copy at 1.0
+
+
+@pytest.fixture
+def stash_server():
+    """A loopback server a cheat would use to pass images from encode to decode: PUT stores, GET returns."""
+    received: list[bytes] = []
+    srv = socket.create_server(("127.0.0.1", 0))
+    srv.settimeout(0.5)
+    stop = threading.Event()
+
+    def serve():
+        while not stop.is_set():
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                continue
+            with conn:
+                data = conn.recv(3)
+                if data == b"PUT":
+                    conn.settimeout(2)
+                    chunks = []
+                    try:
+                        while chunk := conn.recv(1 << 16):
+                            chunks.append(chunk)
+                    except OSError:
+                        pass
+                    received.append(b"".join(chunks))
+                elif data == b"GET" and received:
+                    conn.sendall(received[-1])
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    yield srv.getsockname()[1], received
+    stop.set()
+    t.join(2)
+    srv.close()
+
+
+def make_cheat(folder, attack, small_test=None, tasks=("vae",), **constants):
+    sys.path.insert(0, "bench")  # calibrate.py is a script; its builders are what the tests use
+    try:
+        from calibrate import cheat
+    finally:
+        sys.path.remove("bench")
+    if small_test is not None:
+        with np.load(small_test) as f:
+            bank = (torch.from_numpy(f["x"]).reshape(-1, 784), torch.from_numpy(f["y"]).long())
+    else:
+        bank = None
+    return cheat(folder, attack, tasks, bank, **constants)
+
+
+def test_sandbox_shows_nothing_of_the_host(tmp_path, root):
+    probe = tmp_path / "files"
+    probe.mkdir()
+    hidden = [str(root / "data" / "MNIST" / "raw"), str(root / "vaekit" / "assets" / "classifier.pt"),
+              "/root/.bashrc", "/etc/passwd"]
+    (probe / "probe.py").write_text(f"""
+import json, os, socket
+out = {{"root": sorted(os.listdir("/")), "tmp": os.listdir("/tmp"), "uid": os.getuid(), "home": os.environ["HOME"],
+       "pids": [p for p in os.listdir("/proc") if p.isdigit()], "exists": [os.path.exists(p) for p in {hidden!r}]}}
+try:
+    open("/submission/x", "w")
+    out["write_submission"] = True
+except OSError:
+    out["write_submission"] = False
+try:
+    socket.create_connection(("127.0.0.1", 22), timeout=1)
+    out["net"] = True
+except OSError as e:
+    out["net"] = str(e)
+print(json.dumps(out))
+""")
+    r = subprocess.run(sandbox.bwrap_command(probe, 1) + [sys.executable, "/submission/probe.py"],
+                       capture_output=True, text=True, timeout=60)
+    seen = json.loads(r.stdout)
+    assert seen["exists"] == [False] * 4  # no repo data, no grading classifier, no $HOME, no host /etc
+    assert seen["tmp"] == [] and seen["home"] == "/tmp" and seen["uid"] == 65534
+    assert len(seen["pids"]) <= 3  # its own PID namespace: no grader process in sight
+    assert seen["write_submission"] is False and seen["net"] is not True
+
+
+def test_blocked_attacks_come_back_blank_through_batch_cli(root, small_test, tmp_path, stash_server):
+    port, received = stash_server
+    batch = tmp_path / "class"
+    host_dir = tmp_path / "host"
+    host_dir.mkdir()
+    for attack in BLOCKED:
+        make_cheat(batch / attack, attack, PORT=port, HOST_DIR=str(host_dir))
+    cmd = [sys.executable, "grade.py", "--batch", str(batch), "--out", str(tmp_path / "graded"), "-j", "2",
+           "--test-data", str(small_test), "--samples-per-label", "20", "--isolation", "required"]
+    r = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    for attack in BLOCKED:
+        res = json.loads((tmp_path / "graded" / attack / "VAEwolabel" / "grade_result.json").read_text())
+        assert res["isolation"] == "bubblewrap"
+        assert res["error"] is not None or res["ssim"] < BLANK_SSIM, (attack, res.get("ssim"))
+        assert res["fair_score"] < 0.5, attack
+    assert received == []  # nothing reached the loopback server
+    assert list(host_dir.iterdir()) == []  # nothing written outside
+    assert not (root / "cheat_stash.npy").exists() and not (root / "bench" / "cheat_stash.npy").exists()
+    assert not list((tmp_path / "graded").rglob("*.grade_work*"))
+
+
+@pytest.mark.parametrize("attack", ["stash_files", "reads_grader_files"])
+def test_without_the_sandbox_the_same_attacks_succeed(judge, tmp_path, attack):
+    """The control: the attacks are real, and the sandbox is what stops them."""
+    sub = make_cheat(tmp_path / "sub", attack, HOST_DIR=str(tmp_path))
+    res = grade_submission(judge, sub, tmp_path / "out", ["vae"], GradeSettings(per_label=20, isolation="none"))["vae"]
+    assert res["isolation"] == "none" and any("without OS isolation" in w for w in res["warnings"])
+    assert res["ssim"] > 0.99 and res["score"] == 10.0  # full course marks without a model...
+    assert res["recon_copies"] > 0.99 and res["fair_score"] < 0.5  # ...but the fair score sees the copies
+    (tmp_path / "cheat_stash.npy").unlink(missing_ok=True)
+
+
+def test_test_set_in_the_weights_is_flagged_and_a_hidden_set_defeats_it(root, small_test, tmp_path):
+    sub = make_cheat(tmp_path / "sub", "weights_lookup", small_test, tasks=("vae", "gen"))
+    r = subprocess.run([sys.executable, "grade.py", "--submission", str(sub), "--out", str(tmp_path / "public"),
+                        "--test-data", str(small_test), "--samples-per-label", "20"], cwd=root,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    for folder in ("VAEwolabel", "Genwithlabel"):
+        res = json.loads((tmp_path / "public" / folder / "grade_result.json").read_text())
+        assert res["score"] == res["max_score"]  # the course grader would give full marks
+        assert res["recon_copies"] == 1.0 and res["memorization_heldout"] > 0.9
+        assert len(res["flags"]) >= 2 and res["fair_score"] <= 0.05 * res["score"]
+    # A hidden test set (here: validation images the cheat never stored) stops the lookup.
+    from vaekit.data import load_mnist
+    from vaekit.metrics import quantize
+
+    valid = load_mnist("valid").subset(300)
+    hidden = tmp_path / "hidden.npz"
+    np.savez(hidden, x=quantize(valid.x), y=valid.y.numpy())
+    r = subprocess.run([sys.executable, "grade.py", "--submission", str(sub), "--out", str(tmp_path / "hidden"),
+                        "--test-data", str(hidden), "--samples-per-label", "20", "--tasks", "vae"], cwd=root,
+                       capture_output=True, text=True)
+    res = json.loads((tmp_path / "hidden" / "VAEwolabel" / "grade_result.json").read_text())
+    assert res["recon_copies"] == 0.0 and res["ssim"] < 0.8 and res["fair_score"] <= 0.05 * res["max_score"]
+
+
+def test_pass_through_and_all_buffer_models_are_graded(judge, tmp_path):
+    sub = make_cheat(tmp_path / "sub", "pass_through", tasks=("vae", "gen"))
+    res = grade_submission(judge, sub, tmp_path / "out", ["vae", "gen"], SETTINGS)
+    for r in res.values():  # a model with buffers only and no parameters grades without StopIteration
+        assert r["error"] is None, r["error"]
+        assert r["latent_dim"] == 784 and r["ssim"] == 1.0 and r["bonus"] == pytest.approx(0.2)
+        assert r["fair_score"] <= 0.1 * r["max_score"]  # noise samples
+
+
+def test_isolation_required_refuses_where_there_is_no_sandbox(judge, good, tmp_path, monkeypatch):
+    monkeypatch.setattr(sandbox, "probe_bubblewrap", lambda: "no user namespaces in this container")
+    res = grade_submission(judge, good, tmp_path / "out", ["vae", "gen"],
+                           GradeSettings(per_label=20, isolation="required"))
+    for r in res.values():
+        assert "--isolation required" in r["error"] and "no user namespaces" in r["error"] and r["score"] == 0
+    res = grade_submission(judge, good, tmp_path / "auto", ["vae"], GradeSettings(per_label=20))["vae"]
+    assert res["error"] is None and res["isolation"] == "none"
+    assert any("no user namespaces" in w for w in res["warnings"])

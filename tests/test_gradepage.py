@@ -1,0 +1,121 @@
+"""The batch grade page, opened in a real headless browser (Playwright driving the system's Chromium)."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e .[dev])")
+    if CHROMIUM is None:
+        pytest.skip("no chromium browser here (apt-get install chromium)")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def graded_batch(small_test, root, tmp_path_factory):
+    """The kit's default submission, a broken one, a label-permuted one and a pass-through one, graded."""
+    sys.path.insert(0, str(root / "bench"))
+    try:
+        from calibrate import cheat, degenerate
+    finally:
+        sys.path.remove(str(root / "bench"))
+    batch = tmp_path_factory.mktemp("class")
+    default = batch / "G1-honest"
+    default.mkdir()
+    shutil.copy(root / "submission.py", default)
+    for folder in ("VAEwolabel", "Genwithlabel"):
+        (default / folder).mkdir()
+        for name in ("epoch.pth", "hyperparameters.txt"):
+            shutil.copy(root / folder / name, default / folder)
+    shutil.copytree(default, batch / "G2-broken")
+    (batch / "G2-broken" / "Genwithlabel" / "epoch.pth").unlink()
+    degenerate(batch / "G3-permuted", default, "label_permuted", ("vae", "gen"), {})
+    cheat(batch / "G4-passthrough", "pass_through", ("vae", "gen"), None)
+    out = tmp_path_factory.mktemp("graded")
+    r = subprocess.run([sys.executable, "grade.py", "--batch", str(batch), "--out", str(out), "-j", "2",
+                        "--test-data", str(small_test), "--samples-per-label", "20"], cwd=root,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return out
+
+
+def open_page(browser, path: Path):
+    page = browser.new_page()
+    errors = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(path.as_uri())
+    page.wait_for_load_state("load")
+    return page, errors
+
+
+def names(page):
+    return page.eval_on_selector_all("table.grades tbody tr", "rows => rows.map(r => r.cells[0].textContent)")
+
+
+def test_page_shows_errors_and_wrong_digits_and_sorts_and_filters(browser, graded_batch):
+    page, errors = open_page(browser, graded_batch / "index.html")
+    assert names(page) == ["G1-honest", "G2-broken", "G3-permuted", "G4-passthrough"]
+    broken = page.locator("tr", has_text="G2-broken")
+    assert "missing epoch.pth in Genwithlabel/" in broken.inner_text() and broken.get_attribute("class") == "error"
+    # The label-permuted generator's conditional accuracy stands in its row, next to the honest one's.
+    for name, low in (("G1-honest", False), ("G3-permuted", True)):
+        acc = json.loads((graded_batch / name / "Genwithlabel" / "grade_result.json").read_text())["cond_accuracy"]
+        assert (acc < 0.1) if low else (acc > 0.9), (name, acc)
+        assert f"{100 * acc:.1f} %" in page.locator("tr", has_text=name).inner_text()
+    # Every preview image loaded.
+    widths = page.eval_on_selector_all("td.img img", "imgs => imgs.map(i => i.complete ? i.naturalWidth : 0)")
+    assert len(widths) == 2 * (2 + 1 + 2 + 2) and all(w > 0 for w in widths), widths  # G2: its VAE task only
+    # Sort by the conditional task's fair score, both directions; the values shown follow the JSON.
+    header = page.locator("th[data-col='4']")  # fair: vae = 3, gen = 4
+    fair = {n: json.loads((graded_batch / n / "Genwithlabel" / "grade_result.json").read_text())["fair_score"]
+            for n in names(page)}
+    header.click()
+    shown = [fair[n] for n in names(page)]
+    assert shown == sorted(shown) and names(page)[-1] == "G1-honest"
+    header.click()
+    shown = [fair[n] for n in names(page)]
+    assert shown == sorted(shown, reverse=True) and names(page)[0] == "G1-honest"
+    # The error filter hides the error-free rows.
+    page.check("input[value='error']")
+    visible = page.eval_on_selector_all("table.grades tbody tr",
+                                        "rows => rows.filter(r => !r.hidden).map(r => r.cells[0].textContent)")
+    assert visible == ["G2-broken"]
+    page.uncheck("input[value='error']")
+    assert page.eval_on_selector_all("table.grades tbody tr", "rows => rows.filter(r => r.hidden).length") == 0
+    # A detail section per submission with its per-class table and the full JSON.
+    page.click("a[href='#sub-G3-permuted']")
+    assert page.locator("#sub-G3-permuted table.per").count() == 1
+    page.locator("#sub-G3-permuted summary").last.click()  # the conditional task's grade_result.json
+    assert '"cond_accuracy"' in page.locator("#sub-G3-permuted pre").last.inner_text()
+    assert errors == []
+
+
+def test_page_files_stay_small(graded_batch):
+    for sub in ("G1-honest", "G3-permuted"):
+        size = sum(f.stat().st_size for f in (graded_batch / sub).rglob("grade_*.png"))
+        assert 0 < size <= 100_000, (sub, size)
+
+
+def test_one_submission_gets_the_same_page(browser, good, small_test, root, tmp_path):
+    r = subprocess.run([sys.executable, "grade.py", "--submission", str(good), "--out", str(tmp_path),
+                        "--test-data", str(small_test), "--samples-per-label", "20", "--tasks", "gen"], cwd=root,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    page, errors = open_page(browser, tmp_path / "grade_report.html")
+    assert len(names(page)) == 1 and errors == []
+    assert page.eval_on_selector_all("td.img img", "imgs => imgs.map(i => i.naturalWidth)")[0] > 0

@@ -1,0 +1,127 @@
+"""What the course defines: the two tasks and their folders, the files a hand-in holds, and how a
+course folder (``epoch.pth`` + ``hyperparameters.txt``) is loaded into a model or written from one.
+
+Every script that reads or writes a course folder goes through here: the train scripts, the grader's
+worker, the bench, the report and the labs.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import checkpoint
+from .paths import ROOT
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str  # "vae" or "gen"
+    folder: str  # the course folder name
+    model_class: str  # the class submission.py must define
+    max_score: float  # the course's points for the task
+    conditional: bool  # encode / decode take labels
+
+
+TASKS = {
+    "vae": Task("vae", "VAEwolabel", "VAE", 10.0, False),
+    "gen": Task("gen", "Genwithlabel", "GenModel", 30.0, True),
+}
+MODEL_FILES = ("epoch.pth", "hyperparameters.txt")  # what the grader needs in each task folder
+HANDIN_FILES = (*MODEL_FILES, "grade_result.json")  # what the zip holds in each task folder
+
+
+class SubmissionError(RuntimeError):
+    """The submission breaks the required layout, limits or contract; the message is shown to the student."""
+
+
+def load_submission(path: str | Path | None = None) -> ModuleType:
+    """Import a ``submission.py`` (the project's own by default) as a fresh module.
+
+    Errors in the student's code are re-raised as ``SubmissionError`` naming the exception.
+    """
+    path = Path(path) if path else ROOT / "submission.py"
+    if not path.is_file():
+        raise SubmissionError(f"{path} does not exist.")
+    spec = importlib.util.spec_from_file_location("submission", path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as e:  # noqa: BLE001 - whatever the student's import raised is reported, not raised
+        raise SubmissionError(f"importing submission.py failed: {type(e).__name__}: {e}") from e
+    return module
+
+
+def build_model(sub: ModuleType, class_name: str, kwargs: dict[str, Any]) -> nn.Module:
+    """``sub.<class_name>(**kwargs)`` with a sentence-long error for every way that can fail."""
+    if not class_name.isidentifier():
+        raise SubmissionError(f"hyperparameters.txt names model_class {class_name!r}, not a class name.")
+    cls = getattr(sub, class_name, None)
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+        raise SubmissionError(f"submission.py has no nn.Module class {class_name} (named in hyperparameters.txt).")
+    try:
+        return cls(**kwargs)
+    except Exception as e:  # noqa: BLE001
+        raise SubmissionError(f"{class_name}(**{kwargs}) failed: {type(e).__name__}: {e}") from e
+
+
+def load_model(folder: str | Path, submission: str | Path | ModuleType | None = None, *,
+               overrides: dict[str, Any] | None = None, weights: bool = True,
+               default_class: str | None = None, seed: int = 0) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the model of a course folder from ``hyperparameters.txt`` and load ``epoch.pth`` into it.
+
+    ``submission`` is a path or an imported module (default: the project's ``submission.py``);
+    ``overrides`` replaces constructor kwargs; ``weights=False`` skips loading. Returns (model in eval
+    mode, hyperparameters with the kwargs actually used). Raises ``CheckpointError`` / ``SubmissionError``.
+    """
+    folder = Path(folder)
+    hp = checkpoint.read_hyperparameters(folder / "hyperparameters.txt")
+    task = TASKS.get(hp.get("task"), TASKS["vae"])
+    class_name, kwargs = checkpoint.model_spec(hp, default_class or task.model_class)
+    kwargs.update(overrides or {})
+    sub = submission if isinstance(submission, ModuleType) else load_submission(submission)
+    if weights:
+        state = checkpoint.load_checkpoint(folder / "epoch.pth")["model_state_dict"]
+    torch.manual_seed(seed)  # a constructor that draws random buffers builds the same model every time
+    model = build_model(sub, class_name, kwargs)
+    if weights:
+        checkpoint.load_weights(model, state)
+    return model.eval(), {**hp, "model_class": class_name, "model_kwargs": kwargs}
+
+
+def write_course_folder(folder: str | Path, model: nn.Module, *, task: str, model_kwargs: dict[str, Any],
+                        hyperparameters: dict[str, Any], history: list[dict] | dict[str, list[dict]],
+                        shown: tuple[torch.Tensor, torch.Tensor], seed: int, title: str,
+                        checkpoint_meta: dict[str, Any] | None = None) -> Path:
+    """Write a trained model as a course folder: ``epoch.pth``, ``hyperparameters.txt``, ``history.json``
+    and the figures ``loss_curves.png``, ``samples.png`` (row c = digit c) and ``reconstructions.png``
+    (originals over reconstructions of ``shown`` = (images, labels)). ``history`` is the per-epoch log, or
+    several named logs (the first is plotted).
+    """
+    from . import plots  # matplotlib: imported only where figures are drawn, never in the grader's worker
+    from .generation import grid_labels, reconstruct, sample
+
+    folder = Path(folder)
+    spec = TASKS[task]
+    model.eval()
+    checkpoint.save_checkpoint(folder / "epoch.pth", model.state_dict(), task=task, model_class=spec.model_class,
+                               model_kwargs=model_kwargs, **(checkpoint_meta or {}))
+    checkpoint.write_hyperparameters(folder / "hyperparameters.txt", {
+        "task": task, "model_class": spec.model_class, "model_kwargs": model_kwargs,
+        "latent_dim": model_kwargs["latent_dim"], **hyperparameters, "versions": checkpoint.library_versions()})
+    (folder / "history.json").write_text(json.dumps(history, indent=1) + "\n")
+    curves = history if isinstance(history, list) else next(iter(history.values()))
+    if curves:
+        plots.loss_curves(curves, folder / "loss_curves.png", title=title)
+    plots.save_grid(sample(model, grid_labels(), model_kwargs["latent_dim"], seed=seed), folder / "samples.png",
+                    nrow=10)
+    x, y = shown
+    plots.reconstruction_grid(x, reconstruct(model, x, y, spec.conditional)[0], folder / "reconstructions.png")
+    return folder

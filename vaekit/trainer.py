@@ -1,0 +1,152 @@
+"""What ``train_vae.py`` and ``train_cond.py`` share: their flags (each script passes its own defaults)
+and the run itself, from ``submission.py``'s classes to a finished course folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import checkpoint, plots
+from .cli import add_run_flags, setup_run
+from .course import TASKS, load_submission, write_course_folder
+from .generation import grid_labels, reconstruct, sample
+from .paths import ROOT
+from .training import fit
+
+# Training settings recorded under "training" in hyperparameters.txt (the rest describe the model or the machine).
+TRAINING_KEYS = ("epochs", "lr", "batch_size", "var", "likelihood", "prior", "prior_shrink", "seed", "time_budget",
+                 "dry_run")
+
+
+def train_parser(task: str, doc: str, defaults: dict[str, Any]) -> argparse.ArgumentParser:
+    """The train scripts' flags; ``defaults`` (the script's own, listed at its top) override the ones here."""
+    folder = TASKS[task].folder
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--epochs", type=int, default=10, help="passes over the 50 000 training images")
+    p.add_argument("--latent-dim", type=int, default=16, help="size of z (smaller earns the course's latent bonus)")
+    p.add_argument("--lr", type=float, default=2e-3, help="peak Adam learning rate (cosine-decayed to 0)")
+    p.add_argument("--batch-size", type=int, default=128, help="images per step")
+    p.add_argument("--var", type=float, default=0.01, help="σ² of the Gaussian likelihood: loss = KL + ||x-x̂||²/(2σ²)")
+    p.add_argument("--likelihood", choices=["gaussian", "bernoulli"], default="gaussian", help="reconstruction term")
+    p.add_argument("--channels", type=int, default=32, help="conv channels of the first layer (the second has 2x)")
+    p.add_argument("--hidden", type=int, default=256, help="width of the fully-connected layer")
+    p.add_argument("--prior", choices=["fitted", "standard"], default="fitted",
+                   help="'fitted' fits a Gaussian mixture (one per digit for GenModel) to the codes after training; "
+                   "'standard' keeps N(0, I)")
+    p.add_argument("--components", type=int, default=0, help="Gaussians in each fitted prior mixture (0: the model's "
+                   "default, 100 for VAE and 10 per digit for GenModel)")
+    p.add_argument("--prior-shrink", type=float, default=1.0,
+                   help="scale of the fitted prior's std (< 1 trades diversity for fidelity)")
+    p.add_argument("--time-budget", type=float, default=0.0,
+                   help="stop after the epoch that passes this many seconds (0 = no limit)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/train_state.pth (Ctrl-C leaves one)")
+    p.add_argument("--tensorboard", default="", metavar="DIR", help="log scalars and image grids to this folder")
+    p.add_argument("--submission", default="", metavar="FILE",
+                   help="train the classes of another submission file (default: ./submission.py)")
+    add_run_flags(p, out_default="", out_help=f"output folder (default: {folder}/, or runs/dry_run/{folder}/ "
+                  "with --dry-run)")
+    p.set_defaults(**defaults)
+    return p
+
+
+def parse_train_args(task: str, doc: str, defaults: dict[str, Any], argv: list[str] | None) -> argparse.Namespace:
+    """Parse and check the train script's flags."""
+    p = train_parser(task, doc, defaults)
+    args = p.parse_args(argv)
+    for name in ("epochs", "latent_dim", "batch_size", "channels", "hidden"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be at least 1.")
+    if args.latent_dim > 784:
+        p.error("--latent-dim must be at most 784 (the course bonus 1.2 - d/784 assumes it).")
+    if args.lr <= 0 or args.var <= 0 or args.prior_shrink <= 0 or args.components < 0:
+        p.error("--lr, --var and --prior-shrink must be positive, --components at least 0.")
+    return args
+
+
+def make_loss(sub, args: argparse.Namespace):
+    """``loss_fn(model, x, y)`` for the training loop, built on the submission's ``vae_loss``."""
+    def loss_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        recon, mu, logvar = model(x, y)
+        return sub.vae_loss(recon, x, mu, logvar, var=args.var, likelihood=args.likelihood)
+    return loss_fn
+
+
+@torch.no_grad()
+def fit_class_prior(model: nn.Module, x: torch.Tensor, y: torch.Tensor, shrink: float) -> None:
+    """Fit the model's prior (one mixture, or one per digit) to the encoder's codes of the training set."""
+    model.eval()
+    device = next(model.parameters()).device
+    mus, logvars = [], []
+    for i in range(0, len(x), 2000):
+        mu, logvar = model.encode_latent(x[i:i + 2000].to(device), y[i:i + 2000].to(device))
+        mus.append(mu)
+        logvars.append(logvar)
+    model.fit_prior(torch.cat(mus), torch.cat(logvars), y.to(device), shrink=shrink)
+
+
+def train(task: str, args: argparse.Namespace) -> Path:
+    """Train one task's model and write its course folder. Returns the folder."""
+    spec = TASKS[task]
+    out = Path(args.out) if args.out else (ROOT / "runs" / "dry_run" / spec.folder if args.dry_run
+                                           else ROOT / spec.folder)
+    run = setup_run(args)
+    sub = load_submission(args.submission or None)
+    cls = getattr(sub, spec.model_class)
+    wanted = {"latent_dim": args.latent_dim, "channels": args.channels, "hidden": args.hidden}
+    if args.components:
+        wanted["components"] = args.components
+    params = inspect.signature(cls.__init__).parameters
+    model_kwargs = checkpoint.constructor_kwargs(cls, {k: v for k, v in wanted.items() if k in params})
+    torch.manual_seed(args.seed)
+    model = cls(**model_kwargs).to(run.device)
+    print(f"{spec.model_class}: latent_dim {args.latent_dim}, {sum(p.numel() for p in model.parameters()):,} "
+          f"parameters, {len(run.train):,} train / {len(run.valid):,} valid images on {run.device} -> {out}/")
+
+    fixed = run.valid.subset(16)
+
+    def log_images(m: nn.Module) -> dict[str, torch.Tensor]:
+        recon, _ = reconstruct(m, fixed.x, fixed.y, spec.conditional)
+        samples = sample(m, grid_labels(), args.latent_dim, seed=args.seed)
+        m.train()
+        return {"reconstructions": plots.image_grid(torch.cat([fixed.x, recon]), 16),
+                "samples": plots.image_grid(samples, 10)}
+
+    result = fit(model, make_loss(sub, args), run.train, run.valid, epochs=args.epochs, lr=args.lr,
+                 batch_size=args.batch_size, seed=args.seed, device=run.device, state_path=out / "train_state.pth",
+                 resume=args.resume, time_budget=args.time_budget or None, max_steps=run.max_steps,
+                 tensorboard=args.tensorboard or None, log_images=log_images if args.tensorboard else None,
+                 desc=task)
+    if result.best_state is None:
+        raise SystemExit("stopped before the first epoch finished: nothing to save.")
+    if args.prior == "fitted" and hasattr(model, "fit_prior"):
+        fit_class_prior(model, run.train.x, run.train.y, args.prior_shrink)
+
+    final = result.history[result.best_epoch - 1]
+    write_course_folder(out, model, task=task, model_kwargs=model_kwargs, history=result.history,
+                        shown=(fixed.x, fixed.y), seed=args.seed,
+                        title=f"{spec.model_class} (latent {args.latent_dim})",
+                        checkpoint_meta={"epoch": result.best_epoch, "valid_loss": result.best_valid},
+                        hyperparameters={
+                            "training": {k: getattr(args, k) for k in TRAINING_KEYS},
+                            "seed": args.seed,
+                            "device": str(run.device),
+                            "threads": torch.get_num_threads(),
+                            "epochs_run": result.epochs_run,
+                            "best_epoch": result.best_epoch,
+                            "stopped_by": result.stopped_by,
+                            "valid": {k.removeprefix("valid_"): round(v, 4) for k, v in final.items()
+                                      if k.startswith("valid_")},
+                            "train_images": len(run.train),
+                            "wall_time_s": round(result.seconds, 1),
+                        })
+    print(f"best epoch {result.best_epoch}/{result.epochs_run}, valid loss {result.best_valid:.4f}, "
+          f"{result.seconds:.0f} s ({result.stopped_by}). Wrote {out}/epoch.pth, hyperparameters.txt, "
+          "loss_curves.png, samples.png, reconstructions.png")
+    return out
