@@ -14,6 +14,7 @@ import io
 import json
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,7 +72,7 @@ class Judge:
         self.test_sha256 = dataset_sha256(self.test)
         self.test_u8 = metrics.quantize(self.test.x)
         self.test_y = self.test.y.numpy()
-        self.test_feats, _ = self.features(self.test_u8)
+        self.test_feats = self._cached_features(self.test)
         train = load_mnist("train")
         self.train_feats = self._cached_features(train)
         self.train_y = train.y.numpy()
@@ -82,7 +83,8 @@ class Judge:
             heldout.append(self._cached_features(official))
         self.heldout_feats = np.concatenate(heldout)
         # How close an unseen real digit typically comes to a training image: the copy threshold, once.
-        self.copy_threshold = metrics.memorization_threshold(self.test_feats, self.train_feats)
+        self.copy_threshold = float(self._cached(f"threshold-{self.test_sha256[:16]}", lambda: np.array(
+            metrics.memorization_threshold(self.test_feats, self.train_feats))))
         self.encode_request = _npz_bytes(x=self.test_u8, y=self.test_y)  # what every encoder is sent
 
     @torch.no_grad()
@@ -99,18 +101,25 @@ class Judge:
         return torch.cat(feats).numpy(), torch.cat(preds).numpy()
 
     def _cached_features(self, split: Split) -> np.ndarray:
-        """Features of a public split, cached on disk per (classifier, data) pair."""
-        key = hashlib.sha256((self.classifier_sha256 + dataset_sha256(split)).encode()).hexdigest()[:16]
-        path = CACHE_DIR / f"features-{key}.npy"
+        """Features of a split (``[N,128]``), cached on disk per (classifier, data) pair."""
+        return self._cached(f"features-{dataset_sha256(split)[:16]}",
+                            lambda: self.features(metrics.quantize(split.x))[0])
+
+    def _cached(self, name: str, compute) -> np.ndarray:
+        """An array computed once per classifier and kept in the data cache (a read-only checkout recomputes)."""
+        key = hashlib.sha256((self.classifier_sha256 + name).encode()).hexdigest()[:16]
+        path = CACHE_DIR / f"judge-{key}.npy"
         if path.exists():
             return np.load(path)
-        feats, _ = self.features(metrics.quantize(split.x))
+        value = compute()
         try:
             CACHE_DIR.mkdir(parents=True, exist_ok=True)
-            np.save(path, feats)
+            tmp = path.with_suffix(".tmp.npy")
+            np.save(tmp, value)
+            tmp.replace(path)
         except OSError:
             pass
-        return feats
+        return value
 
     def real_reference(self, n: int, seed: int, label: int | None = None) -> np.ndarray:
         """Features of ``n`` training images (of one digit if ``label``), a fixed seeded draw."""
@@ -228,45 +237,63 @@ def _array(out: dict[str, np.ndarray], key: str, shape: tuple[int, ...], dtype: 
     return a
 
 
-def grade_task(judge: Judge, root: Path, task: str, workdir: Path, settings: GradeSettings,
-               isolation: str, isolation_warning: str | None, preview_dir: Path | None = None) -> dict[str, Any]:
-    """Grade one task of an unpacked submission; never raises for a bad submission. ``preview_dir`` gets the
-    page's sample grid and reconstruction strip (``gradepage.save_previews``)."""
+@dataclass
+class Launched:
+    """A task whose files passed the checks and whose two sandboxed workers are starting up."""
+
+    task: str
+    latent_dim: int
+    class_name: str
+    epoch_sha256: str
+    workers: dict[str, Worker]
+    started: float
+
+
+def launch_task(root: Path, task: str, workdir: Path, settings: GradeSettings, isolation: str) -> Launched:
+    """Check one task's files, copy them privately and start its encoder and decoder side by side (each builds
+    the model, then waits for its input). Raises ``SubmissionError`` / ``CheckpointError`` for a bad submission."""
     spec = TASKS[task]
     t0 = time.perf_counter()
+    folder = root / spec.folder
+    missing = [f for f in MODEL_FILES if not (folder / f).is_file()]
+    if not (root / "submission.py").is_file():
+        missing.insert(0, "submission.py")
+    if missing:
+        raise SubmissionError(f"missing {', '.join(missing)} in {spec.folder}/ (see the required layout).")
+    for path, cap in ((root / "submission.py", MAX_SUBMISSION_PY), (folder / "hyperparameters.txt",
+                                                                      MAX_HYPERPARAMETERS)):
+        if path.stat().st_size > cap:
+            raise SubmissionError(f"{path.name} is larger than {cap // 1024} KiB.")
+    class_name, kwargs = model_spec(read_hyperparameters(folder / "hyperparameters.txt"), spec.model_class)
+    files = private_copy({"submission.py": root / "submission.py", "epoch.pth": folder / "epoch.pth",
+                          "hyperparameters.txt": folder / "hyperparameters.txt"}, workdir / "files")
+    job = {"task": task, "seed": settings.seed, "per_label": settings.per_label, "threads": settings.threads,
+           "memory_bytes": int(settings.memory_gb * 2**30)}
+    workers = {mode: Worker(mode, job, files, isolation, settings.threads) for mode in ("encode", "decode")}
+    return Launched(task, int(kwargs["latent_dim"]), class_name, file_sha256(files / "epoch.pth"), workers, t0)
+
+
+def grade_task(judge: Judge, launched: Launched | Exception, task: str, workdir: Path, settings: GradeSettings,
+               isolation: str, isolation_warning: str | None, preview_dir: Path | None = None) -> dict[str, Any]:
+    """Finish grading one launched task (or record why it could not launch); never raises for a bad
+    submission. ``preview_dir`` gets the page's sample grid and reconstruction strip."""
+    spec = TASKS[task]
+    t0 = launched.started if isinstance(launched, Launched) else time.perf_counter()
     result: dict[str, Any] = {"task": task, "folder": spec.folder, "isolation": isolation}
     settings_rec = {"seed": settings.seed, "samples_per_label": settings.per_label,
                     "n_reconstructions": len(judge.test), "test_sha256": judge.test_sha256,
                     "classifier_sha256": judge.classifier_sha256, "versions": library_versions()}
-    folder = root / spec.folder
     timing: dict[str, float] = {}
-    workers: dict[str, Worker] = {}
     error = None
     try:
-        missing = [f for f in MODEL_FILES if not (folder / f).is_file()]
-        if not (root / "submission.py").is_file():
-            missing.insert(0, "submission.py")
-        if missing:
-            raise SubmissionError(f"missing {', '.join(missing)} in {spec.folder}/ (see the required layout).")
-        for path, cap in ((root / "submission.py", MAX_SUBMISSION_PY), (folder / "hyperparameters.txt",
-                                                                          MAX_HYPERPARAMETERS)):
-            if path.stat().st_size > cap:
-                raise SubmissionError(f"{path.name} is larger than {cap // 1024} KiB.")
-        settings_rec["epoch_sha256"] = file_sha256(folder / "epoch.pth")  # lets pack.py spot a stale grade
-        class_name, kwargs = model_spec(read_hyperparameters(folder / "hyperparameters.txt"), spec.model_class)
-        latent_dim = int(kwargs["latent_dim"])
-        files = private_copy({"submission.py": root / "submission.py",
-                              "epoch.pth": folder / "epoch.pth",
-                              "hyperparameters.txt": folder / "hyperparameters.txt"}, workdir / "files")
-        job = {"task": task, "seed": settings.seed, "per_label": settings.per_label, "threads": settings.threads,
-               "memory_bytes": int(settings.memory_gb * 2**30)}
-
-        # Both processes start (and build the model) side by side; each waits for its input on stdin.
-        workers.update({mode: Worker(mode, job, files, isolation, settings.threads) for mode in ("encode", "decode")})
+        if isinstance(launched, Exception):
+            raise launched
+        settings_rec["epoch_sha256"] = launched.epoch_sha256  # lets pack.py spot a stale grade
+        latent_dim = launched.latent_dim
 
         def stage(mode: str, what: str, request: bytes) -> dict[str, np.ndarray]:
             t = time.perf_counter()
-            run = workers[mode].run(request, settings.timeout)
+            run = launched.workers[mode].run(request, settings.timeout)
             timing[f"{mode}_s"] = round(time.perf_counter() - t, 2)
             out, err = _worker_error(run, what, settings.timeout)
             if err is not None:
@@ -291,7 +318,7 @@ def grade_task(judge: Judge, root: Path, task: str, workdir: Path, settings: Gra
         scored = (score_gen(judge, latent_dim, recon, samples, labels, settings) if spec.conditional
                   else score_vae(judge, latent_dim, recon, samples, settings))
         result.update(scored)
-        result["model_class"] = class_name
+        result["model_class"] = launched.class_name
         result["flags"] = flag(scored)
         result["fair_factors"] = metrics.fair_factors(scored)
         result["fair_score"] = metrics.fair_score(scored)
@@ -303,8 +330,9 @@ def grade_task(judge: Judge, root: Path, task: str, workdir: Path, settings: Gra
     except Exception as e:  # noqa: BLE001 - a grader bug must still not kill the batch
         error = f"grader error while scoring: {type(e).__name__}: {e}"
     finally:
-        for w in workers.values():  # a worker left waiting (its task failed early) dies with its sandbox
-            w.kill()
+        if isinstance(launched, Launched):
+            for w in launched.workers.values():  # a worker left waiting (its task failed early) dies too
+                w.kill()
         shutil.rmtree(workdir, ignore_errors=True)
     if error is not None:
         result.update({"error": error, "score": 0.0, "fair_score": 0.0})
@@ -349,9 +377,18 @@ def grade_submission(judge: Judge, submission: Path, out_dir: Path, tasks: list[
             root = find_submission_root(submission)
         else:
             raise SubmissionError(f"{submission} is neither a folder nor a .zip file.")
+        # Every task's workers start up front, so one task's start-up overlaps the other's scoring.
+        launched: dict[str, Launched | Exception] = {}
         for task in tasks:
-            results[task] = grade_task(judge, root, task, work / task, settings, isolation, isolation_warning,
-                                       out_dir / TASKS[task].folder)
+            try:
+                launched[task] = launch_task(root, task, work / task, settings, isolation)
+            except (SubmissionError, CheckpointError, OSError) as e:
+                launched[task] = e if not isinstance(e, OSError) else SubmissionError(f"could not start: {e}")
+        # The tasks then run side by side too: one's scoring overlaps the other's workers (the two cores stay busy).
+        with ThreadPoolExecutor(len(tasks)) as pool:
+            futures = {task: pool.submit(grade_task, judge, launched[task], task, work / task, settings, isolation,
+                                         isolation_warning, out_dir / TASKS[task].folder) for task in tasks}
+            results.update({task: f.result() for task, f in futures.items()})
     except SubmissionError as e:
         for task in tasks:
             results[task] = {"task": task, "folder": TASKS[task].folder, "error": str(e), "score": 0.0,

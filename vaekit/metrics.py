@@ -5,6 +5,7 @@ Images enter as uint8 arrays ``[N,28,28]`` (quantised as a PNG would be) unless 
 
 from __future__ import annotations
 
+import threading
 import warnings
 
 import numpy as np
@@ -61,16 +62,32 @@ def course_fid(gen: np.ndarray, gen_labels: np.ndarray, real: np.ndarray, real_l
 
 # -- classifier-based ----------------------------------------------------------------------------
 
+try:  # scipy's own Schur square root, which reports singular / ill-conditioned input instead of warning
+    from scipy.linalg._matfuncs import recursive_schur_sqrtm as _schur_sqrtm
+except ImportError:  # another scipy version: fall back to the public call
+    _schur_sqrtm = None
+_SQRTM_LOCK = threading.Lock()
+
+
+def _sqrtm_checked(a: np.ndarray) -> tuple[np.ndarray, bool]:
+    """(√a, whether scipy found it well-conditioned), with no global state: ``warnings.catch_warnings`` is
+    process-wide, so with two tasks scored in threads one thread's filter could swallow the other's warning."""
+    if _schur_sqrtm is not None:
+        res, ill_conditioned, singular, info = _schur_sqrtm(np.asarray(a, dtype=np.float64))
+        if info >= 0:
+            return res, not (ill_conditioned or singular) and bool(np.isfinite(res).all())
+    with _SQRTM_LOCK, warnings.catch_warnings():  # fallback for another scipy: the public call, serialised
+        warnings.simplefilter("error", scipy.linalg.LinAlgWarning)
+        try:
+            res = scipy.linalg.sqrtm(a)
+            return res, bool(np.isfinite(res).all())
+        except scipy.linalg.LinAlgWarning:
+            return np.full_like(a, np.nan), False
+
 
 def frechet_distance(mu1: np.ndarray, cov1: np.ndarray, mu2: np.ndarray, cov2: np.ndarray) -> float:
     """‖μ1−μ2‖² + Tr(Σ1 + Σ2 − 2(Σ1Σ2)^½) between two Gaussians (Heusel et al., 2017)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", scipy.linalg.LinAlgWarning)
-        try:
-            covmean = scipy.linalg.sqrtm(cov1 @ cov2)
-            ok = np.isfinite(covmean).all()
-        except scipy.linalg.LinAlgWarning:
-            ok = False
+    covmean, ok = _sqrtm_checked(cov1 @ cov2)
     if not ok:
         # Singular product (fewer samples than feature dims): regularise both covariances slightly,
         # as the reference FID code does.

@@ -241,18 +241,23 @@ class Worker:
 
     def run(self, stdin: bytes, timeout: float) -> WorkerRun:
         """Send the input, wait at most ``timeout`` seconds for the result, and reap the process."""
-        try:
-            self.proc.stdin.write(stdin)
-            self.proc.stdin.close()
-        except (BrokenPipeError, OSError):
-            pass  # the worker died early; its exit status and stderr say why
+
+        def feed() -> None:  # in a thread: a worker that never reads its input must not block the grader
+            try:
+                self.proc.stdin.write(stdin)
+                self.proc.stdin.close()
+            except (BrokenPipeError, OSError, ValueError):
+                pass  # the worker died early (or was killed); its exit status and stderr say why
+
+        writer = threading.Thread(target=feed, daemon=True)
+        writer.start()
         timed_out = False
         try:
             self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             timed_out = True
             self.kill()
-        for r in self.readers:
+        for r in [*self.readers, writer]:
             r.join(timeout=10)
         tail = b"".join(self.err).decode(errors="replace").strip().splitlines()[-5:]
         return WorkerRun(self.proc.returncode, b"".join(self.out), " | ".join(tail)[-800:], timed_out,
