@@ -186,3 +186,17 @@ def test_cli_batch_mode_and_misuse(root, good, small_test, tmp_path):
     bad = subprocess.run([sys.executable, "grade.py", "--test-data", str(tmp_path / "missing.npz")], cwd=root,
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "missing.npz" in bad.stderr
+
+
+def test_links_and_oversized_files_are_refused_before_any_code_runs(judge, variant, tmp_path):
+    """A folder submission whose epoch.pth links to a host file, or whose submission.py is huge, never runs."""
+    secret = tmp_path / "secret.txt"
+    secret.write_text("the grader's private notes")
+    ckpt = variant / "VAEwolabel" / "epoch.pth"
+    ckpt.unlink()
+    ckpt.symlink_to(secret)
+    res = grade(judge, variant, tmp_path / "a", tasks=["vae"])["vae"]
+    assert "must be a plain file, not a link" in res["error"] and res["score"] == 0.0
+    patch_submission(variant, "#" * (2**20))
+    res = grade(judge, variant, tmp_path / "b", tasks=["gen"])["gen"]
+    assert "submission.py is larger than 1024 KiB" in res["error"]

@@ -52,6 +52,8 @@ def _fmt(v: Any, pct: bool = False) -> str:
     return html.escape(str(v))
 
 
+LOW_ACCURACY = 0.5  # conditional accuracy shown in red below this
+LOW_FAIR = 0.25  # fair score shown in red below this share of the task's points
 COLUMNS = [  # (key, header, per task?, percent?)
     ("score", "course", True, False), ("fair_score", "fair", True, False),
     ("cond_accuracy", "cond acc", True, True), ("fid_ratio", "fid ratio", True, False),
@@ -70,10 +72,13 @@ def _row(name: str, results: dict[str, dict], rel: str) -> str:
     state = "error" if errors else "flagged" if flags else "warning" if warns else "ok"
     cells = [f'<td class="name"><a href="#{anchor}">{html.escape(name)}</a></td>']
     for key, _, _, pct in COLUMNS:
-        for task in TASKS:
+        for task, spec in TASKS.items():
             v = results.get(task, {}).get(key)
             sort = v if isinstance(v, (int, float)) else -1
-            cells.append(f'<td data-v="{sort}">{_fmt(v, pct)}</td>')
+            low = isinstance(v, float) and ((key == "cond_accuracy" and v < LOW_ACCURACY)
+                                            or (key == "fair_score" and v < LOW_FAIR * spec.max_score))
+            mark = ' class="low"' if low else ""
+            cells.append(f'<td data-v="{sort}"{mark}>{_fmt(v, pct)}</td>')
     cells.append(f'<td>{html.escape(", ".join(isolation))}</td>')
     imgs = []
     for task, spec in TASKS.items():
@@ -120,7 +125,7 @@ table.grades{border-collapse:collapse}
 td.name{text-align:left;font-weight:600} td.notes{text-align:left;max-width:28em;font-size:12px}
 td.img img{display:block;width:140px;image-rendering:pixelated} td.img img.strip{width:224px;margin-top:2px}
 tr.error{background:#fde2e2} tr.flagged{background:#fff1d6} tr.warning{background:#fffbe6}
-.err{color:#a00}.flag{color:#a55a00}.warn{color:#666}
+td.low{color:#b00;font-weight:700} .err{color:#a00}.flag{color:#a55a00}.warn{color:#666}
 .bar{margin:.6em 0} .bar label{margin-right:1.2em}
 table.per{border-collapse:collapse;margin:.4em 0} .per td,.per th{border:1px solid #ddd;padding:2px 5px;font-size:12px}
 pre{background:#f7f7f7;padding:.6em;max-height:30em;overflow:auto;font-size:12px}
@@ -165,7 +170,8 @@ def write_page(path: Path, graded: list[tuple[str, dict[str, dict]]], rel_dirs: 
     n_num = len(COLUMNS) * len(TASKS)
     top = "".join(f'<th colspan="{len(TASKS)}">{h}</th>' for _, h, _, _ in COLUMNS)
     sub = "".join(f'<th data-col="{1 + i}">{t}</th>' for i, t in enumerate(t for _ in COLUMNS for t in TASKS))
-    imgs = "".join(f'<th rowspan="2">{t}: samples (row = digit), test over reconstruction</th>' for t in TASKS)
+    imgs = "".join(f'<th rowspan="2">{t}: samples{" (row c asks for digit c)" if spec.conditional else ""}, '
+                   f'test over reconstruction</th>' for t, spec in TASKS.items())
     boxes = "".join(f'<label><input type="checkbox" value="{s}"> {s} ({n})</label>' for s, n in counts.items())
     head = (f'<tr><th rowspan="2" data-col="0">submission</th>{top}<th rowspan="2" data-col="{1 + n_num}">'
             f'isolation</th>{imgs}<th rowspan="2">errors, flags, warnings</th></tr><tr>{sub}</tr>')
@@ -174,7 +180,8 @@ def write_page(path: Path, graded: list[tuple[str, dict[str, dict]]], rel_dirs: 
 <h1 id="top">{html.escape(title)}</h1>
 <p>{len(graded)} submission(s). Click a header to sort; tick to show only those rows (<span id="shown"></span>
 shown). Course scores are the course grader's; the fair score multiplies them by what a classifier sees (the
-asked-for digit, variety, no copies, realism).</p>
+asked-for digit, variety, no copies, realism); red marks a conditional accuracy below 50 % or a fair score below a
+quarter of the points.</p>
 <div class="bar">{boxes}</div>
 <table class="grades"><thead>{head}</thead><tbody>
 {"".join(rows)}
