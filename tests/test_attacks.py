@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -102,15 +103,30 @@ print(json.dumps(out))
     assert seen["write_submission"] is False and seen["net"] is not True
 
 
-def test_blocked_attacks_come_back_blank_through_batch_cli(root, small_test, tmp_path, stash_server):
+@pytest.fixture(scope="module")
+def hidden_test(tmp_path_factory):
+    """A 'hidden' test set: 300 validation images no submission has seen as test images."""
+    from vaekit.data import load_mnist
+    from vaekit.metrics import quantize
+
+    valid = load_mnist("valid").subset(300)
+    path = tmp_path_factory.mktemp("hidden") / "hidden.npz"
+    np.savez(path, x=quantize(valid.x), y=valid.y.numpy())
+    return path
+
+
+@pytest.mark.parametrize("which", ["official", "hidden"])
+def test_blocked_attacks_come_back_blank_through_batch_cli(root, small_test, hidden_test, tmp_path, stash_server,
+                                                           which):
     port, received = stash_server
+    test_data = small_test if which == "official" else hidden_test
     batch = tmp_path / "class"
     host_dir = tmp_path / "host"
     host_dir.mkdir()
     for attack in BLOCKED:
         make_cheat(batch / attack, attack, PORT=port, HOST_DIR=str(host_dir))
     cmd = [sys.executable, "grade.py", "--batch", str(batch), "--out", str(tmp_path / "graded"), "-j", "2",
-           "--test-data", str(small_test), "--samples-per-label", "20", "--isolation", "required"]
+           "--test-data", str(test_data), "--samples-per-label", "20", "--isolation", "required"]
     r = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
     for attack in BLOCKED:
@@ -125,17 +141,21 @@ def test_blocked_attacks_come_back_blank_through_batch_cli(root, small_test, tmp
 
 
 @pytest.mark.parametrize("attack", ["stash_files", "reads_grader_files"])
-def test_without_the_sandbox_the_same_attacks_succeed(judge, tmp_path, attack):
-    """The control: the attacks are real, and the sandbox is what stops them."""
+def test_without_the_sandbox_the_same_attacks_succeed(root, small_test, tmp_path, attack):
+    """The control, through grade.py --submission: the attacks are real, and the sandbox is what stops them."""
     sub = make_cheat(tmp_path / "sub", attack, HOST_DIR=str(tmp_path))
-    res = grade_submission(judge, sub, tmp_path / "out", ["vae"], GradeSettings(per_label=20, isolation="none"))["vae"]
+    r = subprocess.run([sys.executable, "grade.py", "--submission", str(sub), "--out", str(tmp_path / "out"),
+                        "--test-data", str(small_test), "--samples-per-label", "20", "--tasks", "vae",
+                        "--isolation", "none"], cwd=root, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads((tmp_path / "out" / "VAEwolabel" / "grade_result.json").read_text())
     assert res["isolation"] == "none" and any("without OS isolation" in w for w in res["warnings"])
     assert res["ssim"] > 0.99 and res["score"] == 10.0  # full course marks without a model...
     assert res["recon_copies"] > 0.99 and res["fair_score"] < 0.5  # ...but the fair score sees the copies
-    (tmp_path / "cheat_stash.npy").unlink(missing_ok=True)
+    Path("/tmp/cheat_stash.npy").unlink(missing_ok=True)  # what the unsandboxed cheat left on the host
 
 
-def test_test_set_in_the_weights_is_flagged_and_a_hidden_set_defeats_it(root, small_test, tmp_path):
+def test_test_set_in_the_weights_is_flagged_and_a_hidden_set_defeats_it(root, small_test, hidden_test, tmp_path):
     sub = make_cheat(tmp_path / "sub", "weights_lookup", small_test, tasks=("vae", "gen"))
     r = subprocess.run([sys.executable, "grade.py", "--submission", str(sub), "--out", str(tmp_path / "public"),
                         "--test-data", str(small_test), "--samples-per-label", "20"], cwd=root,
@@ -146,15 +166,9 @@ def test_test_set_in_the_weights_is_flagged_and_a_hidden_set_defeats_it(root, sm
         assert res["score"] == res["max_score"]  # the course grader would give full marks
         assert res["recon_copies"] == 1.0 and res["memorization_heldout"] > 0.9
         assert len(res["flags"]) >= 2 and res["fair_score"] <= 0.05 * res["score"]
-    # A hidden test set (here: validation images the cheat never stored) stops the lookup.
-    from vaekit.data import load_mnist
-    from vaekit.metrics import quantize
-
-    valid = load_mnist("valid").subset(300)
-    hidden = tmp_path / "hidden.npz"
-    np.savez(hidden, x=quantize(valid.x), y=valid.y.numpy())
+    # A hidden test set (validation images the cheat never stored) stops the lookup.
     r = subprocess.run([sys.executable, "grade.py", "--submission", str(sub), "--out", str(tmp_path / "hidden"),
-                        "--test-data", str(hidden), "--samples-per-label", "20", "--tasks", "vae"], cwd=root,
+                        "--test-data", str(hidden_test), "--samples-per-label", "20", "--tasks", "vae"], cwd=root,
                        capture_output=True, text=True)
     res = json.loads((tmp_path / "hidden" / "VAEwolabel" / "grade_result.json").read_text())
     assert res["recon_copies"] == 0.0 and res["ssim"] < 0.8 and res["fair_score"] <= 0.05 * res["max_score"]

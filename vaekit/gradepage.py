@@ -111,8 +111,10 @@ def _detail(name: str, results: dict[str, dict]) -> str:
         if r.get("class_histogram"):
             parts.append("<p>class histogram of samples: " + ", ".join(
                 f"{c}: {100 * h:.1f} %" for c, h in enumerate(r["class_histogram"])) + "</p>")
-        parts.append(f"<details><summary>grade_result.json</summary><pre>"
-                     f"{html.escape(json.dumps(r, indent=2, sort_keys=True))}</pre></details>")
+        # The JSON rides in a data block the browser does not lay out; opening the details shows it.
+        data = json.dumps(r, sort_keys=True).replace("</", "<\\/")
+        parts.append(f'<details class="json"><summary>grade_result.json</summary><pre></pre>'
+                     f'<script type="application/json">{data}</script></details>')
     return "".join(parts) + '<p><a href="#top">back to the table</a></p></section>'
 
 
@@ -128,6 +130,7 @@ tr.error{background:#fde2e2} tr.flagged{background:#fff1d6} tr.warning{backgroun
 td.low{color:#b00;font-weight:700} .err{color:#a00}.flag{color:#a55a00}.warn{color:#666}
 .bar{margin:.6em 0} .bar label{margin-right:1.2em}
 table.per{border-collapse:collapse;margin:.4em 0} .per td,.per th{border:1px solid #ddd;padding:2px 5px;font-size:12px}
+section{content-visibility:auto;contain-intrinsic-size:auto 700px}
 pre{background:#f7f7f7;padding:.6em;max-height:30em;overflow:auto;font-size:12px}
 """
 
@@ -154,6 +157,12 @@ function filter() {
   document.getElementById('shown').textContent = Array.from(body.rows).filter(r => !r.hidden).length;
 }
 document.querySelectorAll('.bar input').forEach(i => i.addEventListener('change', filter));
+document.querySelectorAll('details.json').forEach(d => d.addEventListener('toggle', () => {
+  const pre = d.querySelector('pre');
+  if (d.open && !pre.textContent) {
+    pre.textContent = JSON.stringify(JSON.parse(d.querySelector('script').textContent), null, 2);
+  }
+}));
 filter();
 """
 

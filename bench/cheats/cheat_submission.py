@@ -91,10 +91,10 @@ def _remember(x: np.ndarray) -> None:
     if ATTACK == "stash_memory":
         _memory.append(x)
     elif ATTACK in ("stash_files", "writes_outside"):
+        _memory.append(x)  # everything this process was shown, rewritten whole at each call
         for path in _stash_paths():
             try:
-                old = np.load(path) if os.path.exists(path) else np.zeros((0, 784), np.uint8)
-                np.save(path, np.concatenate([old, x]))
+                np.save(path, np.concatenate(_memory))
             except OSError:
                 pass
     elif ATTACK == "socket":
