@@ -1,4 +1,4 @@
-"""Metric definitions (DESIGN.md "Metrics"): the course's own numbers and the classifier-based ones.
+"""Metric definitions: the course's own numbers and the classifier-based ones (README, "Grading").
 
 Images enter as uint8 arrays ``[N,28,28]`` (quantised as a PNG would be) unless said otherwise.
 """
