@@ -382,8 +382,10 @@ def grade_submission(judge: Judge, submission: Path, out_dir: Path, tasks: list[
         for task in tasks:
             try:
                 launched[task] = launch_task(root, task, work / task, settings, isolation)
-            except (SubmissionError, CheckpointError, OSError) as e:
-                launched[task] = e if not isinstance(e, OSError) else SubmissionError(f"could not start: {e}")
+            except OSError as e:
+                launched[task] = SubmissionError(f"could not start: {e}")
+            except Exception as e:  # noqa: BLE001 - recorded for grade_task, so no launched worker is left waiting
+                launched[task] = e
         # The tasks then run side by side too: one's scoring overlaps the other's workers (the two cores stay busy).
         with ThreadPoolExecutor(len(tasks)) as pool:
             futures = {task: pool.submit(grade_task, judge, launched[task], task, work / task, settings, isolation,
