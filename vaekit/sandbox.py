@@ -130,6 +130,8 @@ def bwrap_command(files_dir: Path, threads: int) -> list[str]:
     """The bubblewrap command line that runs one worker on ``files_dir`` (bound at ``/submission``)."""
     cmd = [bwrap_binary() or "bwrap", "--unshare-all", "--unshare-user", "--uid", "65534", "--gid", "65534",
            "--disable-userns", "--die-with-parent", "--new-session", "--cap-drop", "ALL", "--hostname", "sandbox"]
+    # The private /tmp first: a runtime bound later under /tmp (a checkout in /tmp) stays visible on top of it.
+    cmd += ["--size", str(TMPFS_BYTES), "--tmpfs", "/tmp"]
     for top in ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64"):
         if os.path.islink(top):
             cmd += ["--symlink", os.readlink(top), top]
@@ -143,8 +145,8 @@ def bwrap_command(files_dir: Path, threads: int) -> list[str]:
     assets = PACKAGE_DIR / "assets"  # the grading classifier stays out of the submission's reach
     if assets.is_dir():
         cmd += ["--tmpfs", str(assets)]
-    cmd += ["--proc", "/proc", "--dev", "/dev", "--size", str(TMPFS_BYTES), "--tmpfs", "/tmp",
-            "--ro-bind", str(files_dir), SANDBOX_DIR, "--chdir", "/tmp", "--clearenv"]
+    cmd += ["--proc", "/proc", "--dev", "/dev", "--ro-bind", str(files_dir), SANDBOX_DIR, "--chdir", "/tmp",
+            "--clearenv"]
     for key, value in worker_env("/tmp", threads).items():
         cmd += ["--setenv", key, value]
     return cmd + ["--"]
