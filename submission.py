@@ -7,8 +7,15 @@ Contract (the course's harness and our ``grade.py`` both rely on it):
 * Images may come as ``[B,28,28]``, ``[B,1,28,28]`` or ``[B,784]`` with values in [0, 1];
   every decoded image is ``[B,1,28,28]`` in [0, 1].
 * Labels are int tensors ``[B]`` or 0-dim (one label for the whole batch), digits 0-9.
-* ``GenModel.decode(z, label)`` takes **z ~ N(0, I)** and maps it through the model's per-class prior,
-  so any grader that feeds standard-normal noise samples the model correctly.
+* ``decode(z[, label])`` takes **z ~ N(0, I)** and maps it through the model's fitted prior (one mixture,
+  or one per digit for ``GenModel``), so any grader that feeds standard-normal noise samples the model
+  correctly; ``encode`` returns codes in the same noise coordinates, so ``decode(encode(x)[0])`` reconstructs.
+
+Reading order: the two models (``VAE``, ``GenModel``), their networks, the loss (``vae_loss``). What only the
+trainer calls — ``encode_latent`` / ``decode_latent`` (the decoder's own z, trained against N(0, I)),
+``fit_prior`` and the ``FittedPrior`` mixture itself — sits at the end of each class and in the titled
+section at the end of the file. The train scripts may also fine-tune the decoder adversarially after
+training (``--sharpen-epochs``); that needs nothing from this file beyond ``encoder`` / ``decoder``.
 
 This file imports only torch: the course grader receives it alone, without our package.
 """
@@ -42,6 +49,109 @@ def as_labels(label: torch.Tensor | int, batch: int, device: torch.device) -> to
     if label.numel() and (label.min() < 0 or label.max() >= NUM_CLASSES):
         raise ValueError(f"labels must be digits 0-{NUM_CLASSES - 1}.")
     return label
+
+
+class VAE(nn.Module):
+    """Unconditional convolutional VAE (Kingma & Welling, 2014).
+
+    Trained against N(0, I); afterwards a mixture of ``components`` Gaussians is fitted to the training codes
+    (``fit_prior``) and ``decode`` maps standard-normal noise through it, so ``decode(torch.randn(n, d))``
+    samples where the decoder was trained (one Gaussian leaves holes between the digits' clusters).
+    ``encode`` returns codes in the same noise coordinates.
+    """
+
+    def __init__(self, latent_dim: int = 16, *, channels: int = 32, hidden: int = 256, components: int = 400):
+        super().__init__()
+        self.latent_dim = latent_dim
+        self.encoder = ConvEncoder(latent_dim, channels, hidden)
+        self.decoder = ConvDecoder(latent_dim, channels, hidden)
+        self.prior = FittedPrior(1, latent_dim, components)
+
+    def _group(self, n: int, device: torch.device) -> torch.Tensor:
+        return torch.zeros(n, dtype=torch.long, device=device)
+
+    def encode(self, x: torch.Tensor, label=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images -> (mu, logvar) in noise coordinates, each ``[B, latent_dim]``. ``label`` is ignored."""
+        mu, logvar = self.encode_latent(x)
+        return self.prior.to_noise(mu, logvar, self._group(len(mu), mu.device))
+
+    def reparameterize(self, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+        """z = mu + sigma * eps while training; the mean in eval mode so reconstructions are deterministic."""
+        if not self.training:
+            return mu
+        return mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+
+    def decode(self, z: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
+        """Noise ``z ~ N(0, I)`` ``[B, latent_dim]`` -> images ``[B,1,28,28]`` in [0, 1]. ``label`` is ignored."""
+        z = z.reshape(-1, self.latent_dim).float()
+        return self.decode_latent(self.prior.to_latent(z, self._group(len(z), z.device)))
+
+    def forward(self, x: torch.Tensor, label: torch.Tensor | None = None):
+        """Images -> (recon ``[B,1,28,28]``, mu, logvar), mu/logvar of q(z|x) in z coordinates."""
+        mu, logvar = self.encode_latent(x)
+        return self.decode_latent(self.reparameterize(mu, logvar)), mu, logvar
+
+    # -- trainer only: the decoder's own z coordinates (trained against N(0, I)) and the prior fit ----
+    def encode_latent(self, x: torch.Tensor, label=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images -> (mu, logvar) of q(z|x), each ``[B, latent_dim]``. ``label`` is ignored."""
+        return self.encoder(as_images(x))
+
+    def decode_latent(self, z: torch.Tensor, label=None) -> torch.Tensor:
+        """z in the decoder's own coordinates ``[B, latent_dim]`` -> images ``[B,1,28,28]``."""
+        return self.decoder(z.reshape(-1, self.latent_dim).float())
+
+    def fit_prior(self, mu: torch.Tensor, logvar: torch.Tensor, label=None, shrink: float = 1.0) -> None:
+        """Fit the prior to training codes from ``encode_latent`` (see ``FittedPrior.fit``)."""
+        self.prior.fit(mu, logvar, self._group(len(mu), mu.device), shrink)
+
+
+class GenModel(VAE):
+    """Conditional VAE: label-aware encoder and decoder, plus a fitted Gaussian-mixture prior per digit.
+
+    ``decode(eps, y)`` maps standard-normal noise through digit y's prior; ``encode(x, y)`` returns codes
+    in those noise coordinates, so ``decode(encode(x, y)[0], y)`` reconstructs x.
+    """
+
+    def __init__(self, latent_dim: int = 16, *, channels: int = 32, hidden: int = 256, components: int = 30):
+        nn.Module.__init__(self)
+        self.latent_dim = latent_dim
+        self.encoder = ConvEncoder(latent_dim, channels, hidden, NUM_CLASSES)
+        self.decoder = ConvDecoder(latent_dim, channels, hidden, NUM_CLASSES)
+        self.prior = FittedPrior(NUM_CLASSES, latent_dim, components)
+
+    def _onehot(self, label, batch: int, device: torch.device) -> torch.Tensor:
+        return F.one_hot(as_labels(label, batch, device), NUM_CLASSES).float()
+
+    def encode(self, x: torch.Tensor, label) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images, labels -> (mu, logvar) in noise coordinates, each ``[B, latent_dim]``."""
+        mu, logvar = self.encode_latent(x, label)
+        return self.prior.to_noise(mu, logvar, as_labels(label, len(mu), mu.device))
+
+    def decode(self, z: torch.Tensor, label) -> torch.Tensor:
+        """Noise ``z ~ N(0, I)`` ``[B, latent_dim]`` and labels -> images ``[B,1,28,28]`` of those digits."""
+        z = z.reshape(-1, self.latent_dim).float()
+        y = as_labels(label, z.shape[0], z.device)
+        return self.decode_latent(self.prior.to_latent(z, y), y)
+
+    def forward(self, x: torch.Tensor, label):
+        """Images, labels -> (recon ``[B,1,28,28]``, mu, logvar), mu/logvar of q(z|x,y) in z coordinates."""
+        mu, logvar = self.encode_latent(x, label)
+        return self.decode_latent(self.reparameterize(mu, logvar), label), mu, logvar
+
+    # -- trainer only ---------------------------------------------------------------------------------
+    def encode_latent(self, x: torch.Tensor, label) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images, labels -> (mu, logvar) of q(z|x,y) in the decoder's own z coordinates."""
+        x = as_images(x)
+        return self.encoder(x, self._onehot(label, x.shape[0], x.device))
+
+    def decode_latent(self, z: torch.Tensor, label) -> torch.Tensor:
+        """z in the decoder's own coordinates and labels -> images ``[B,1,28,28]``."""
+        z = z.reshape(-1, self.latent_dim).float()
+        return self.decoder(z, self._onehot(label, z.shape[0], z.device))
+
+    def fit_prior(self, mu: torch.Tensor, logvar: torch.Tensor, label: torch.Tensor, shrink: float = 1.0) -> None:
+        """Fit digit c's mixture to the training codes of digit c (see ``FittedPrior.fit``)."""
+        self.prior.fit(mu, logvar, label, shrink)
 
 
 class ConvEncoder(nn.Module):
@@ -88,6 +198,49 @@ class ConvDecoder(nn.Module):
             z = torch.cat([z, onehot], dim=1)
         h = self.fc(z).view(-1, 2 * self.c, 7, 7)
         return torch.sigmoid(self.deconv(h))
+
+
+def vae_loss(
+    recon_x: torch.Tensor,
+    x: torch.Tensor,
+    mu: torch.Tensor,
+    logvar: torch.Tensor,
+    var: float = 0.01,
+    likelihood: str = "gaussian",
+) -> dict[str, torch.Tensor]:
+    """Negative ELBO, summed over pixels and latent dims, averaged over the batch.
+
+    ``gaussian`` (the course form): ``KL(q(z|x) || N(0,I)) + ||x - recon||² / (2·var)``.
+    ``bernoulli``: ``KL + BCE(recon, x)`` (targets must lie in [0, 1]).
+    The KL is the closed form of Kingma & Welling (2014), Appendix B:
+    ``-½ Σ (1 + logvar - mu² - exp(logvar))``.
+
+    Returns ``{"loss", "recon", "kl"}``; ``loss`` = ``recon + kl``, each a scalar.
+    """
+    recon_x, x = as_images(recon_x), as_images(x)
+    batch = x.shape[0]
+    if likelihood == "gaussian":
+        if var <= 0:
+            raise ValueError(f"var must be positive, got {var}.")
+        recon = (recon_x - x).pow(2).sum() / (2 * var) / batch
+    elif likelihood == "bernoulli":
+        recon = F.binary_cross_entropy(recon_x, x, reduction="sum") / batch
+    else:
+        raise ValueError(f"likelihood must be 'gaussian' or 'bernoulli', got {likelihood!r}.")
+    kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp()) / batch
+    return {"loss": recon + kl, "recon": recon, "kl": kl}
+
+
+def gaussian_kl(mu1: float, var1: float, mu2: float, var2: float) -> float:
+    """KL(N(mu1, var1) || N(mu2, var2)) for 1-D Gaussians, the closed form proved in the report."""
+    return 0.5 * (math.log(var2 / var1) + (var1 + (mu1 - mu2) ** 2) / var2 - 1)
+
+
+# ===================================================================================================
+# Trainer only: the fitted prior. After training, ``fit_prior`` (called by the train scripts with the
+# codes from ``encode_latent``) replaces N(0, I) by a Gaussian mixture fitted to the training codes;
+# ``decode`` / ``encode`` map noise to and from it. Nothing above needs reading this to use the models.
+# ===================================================================================================
 
 
 class FittedPrior(nn.Module):
@@ -189,140 +342,3 @@ def kmeans(x: torch.Tensor, k: int, iters: int = 30, seed: int = 0) -> torch.Ten
         counts = torch.bincount(assign, minlength=k).clamp(min=1).unsqueeze(1)
         centres = torch.zeros_like(centres).index_add_(0, assign, x) / counts
     return assign
-
-
-class VAE(nn.Module):
-    """Unconditional convolutional VAE (Kingma & Welling, 2014).
-
-    Trained against N(0, I); afterwards a mixture of ``components`` Gaussians is fitted to the training codes
-    (``fit_prior``) and ``decode`` maps standard-normal noise through it, so ``decode(torch.randn(n, d))``
-    samples where the decoder was trained (one Gaussian leaves holes between the digits' clusters).
-    ``encode`` returns codes in the same noise coordinates.
-    """
-
-    def __init__(self, latent_dim: int = 16, *, channels: int = 32, hidden: int = 256, components: int = 100):
-        super().__init__()
-        self.latent_dim = latent_dim
-        self.encoder = ConvEncoder(latent_dim, channels, hidden)
-        self.decoder = ConvDecoder(latent_dim, channels, hidden)
-        self.prior = FittedPrior(1, latent_dim, components)
-
-    def _group(self, n: int, device: torch.device) -> torch.Tensor:
-        return torch.zeros(n, dtype=torch.long, device=device)
-
-    # -- the decoder's own z coordinates, used for training against N(0, I) ------------------------
-    def encode_latent(self, x: torch.Tensor, label=None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Images -> (mu, logvar) of q(z|x), each ``[B, latent_dim]``. ``label`` is ignored."""
-        return self.encoder(as_images(x))
-
-    def decode_latent(self, z: torch.Tensor, label=None) -> torch.Tensor:
-        return self.decoder(z.reshape(-1, self.latent_dim).float())
-
-    # -- the contract: noise coordinates --------------------------------------------------------------
-    def encode(self, x: torch.Tensor, label=None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Images -> (mu, logvar) in noise coordinates, each ``[B, latent_dim]``. ``label`` is ignored."""
-        mu, logvar = self.encode_latent(x)
-        return self.prior.to_noise(mu, logvar, self._group(len(mu), mu.device))
-
-    def reparameterize(self, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-        """z = mu + sigma * eps while training; the mean in eval mode so reconstructions are deterministic."""
-        if not self.training:
-            return mu
-        return mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
-
-    def decode(self, z: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
-        """Noise ``z ~ N(0, I)`` ``[B, latent_dim]`` -> images ``[B,1,28,28]`` in [0, 1]. ``label`` is ignored."""
-        z = z.reshape(-1, self.latent_dim).float()
-        return self.decode_latent(self.prior.to_latent(z, self._group(len(z), z.device)))
-
-    def forward(self, x: torch.Tensor, label: torch.Tensor | None = None):
-        """Images -> (recon ``[B,1,28,28]``, mu, logvar), mu/logvar of q(z|x) in z coordinates."""
-        mu, logvar = self.encode_latent(x)
-        return self.decode_latent(self.reparameterize(mu, logvar)), mu, logvar
-
-    def fit_prior(self, mu: torch.Tensor, logvar: torch.Tensor, label=None, shrink: float = 1.0) -> None:
-        """Fit the prior to training codes from ``encode_latent`` (see ``FittedPrior.fit``)."""
-        self.prior.fit(mu, logvar, self._group(len(mu), mu.device), shrink)
-
-
-class GenModel(VAE):
-    """Conditional VAE: label-aware encoder and decoder, plus a fitted Gaussian-mixture prior per digit.
-
-    ``decode(eps, y)`` maps standard-normal noise through digit y's prior; ``encode(x, y)`` returns codes
-    in those noise coordinates, so ``decode(encode(x, y)[0], y)`` reconstructs x.
-    """
-
-    def __init__(self, latent_dim: int = 16, *, channels: int = 32, hidden: int = 256, components: int = 10):
-        nn.Module.__init__(self)
-        self.latent_dim = latent_dim
-        self.encoder = ConvEncoder(latent_dim, channels, hidden, NUM_CLASSES)
-        self.decoder = ConvDecoder(latent_dim, channels, hidden, NUM_CLASSES)
-        self.prior = FittedPrior(NUM_CLASSES, latent_dim, components)
-
-    def _onehot(self, label, batch: int, device: torch.device) -> torch.Tensor:
-        return F.one_hot(as_labels(label, batch, device), NUM_CLASSES).float()
-
-    def encode_latent(self, x: torch.Tensor, label) -> tuple[torch.Tensor, torch.Tensor]:
-        """Images, labels -> (mu, logvar) of q(z|x,y) in the decoder's own z coordinates."""
-        x = as_images(x)
-        return self.encoder(x, self._onehot(label, x.shape[0], x.device))
-
-    def decode_latent(self, z: torch.Tensor, label) -> torch.Tensor:
-        z = z.reshape(-1, self.latent_dim).float()
-        return self.decoder(z, self._onehot(label, z.shape[0], z.device))
-
-    def encode(self, x: torch.Tensor, label) -> tuple[torch.Tensor, torch.Tensor]:
-        """Images, labels -> (mu, logvar) in noise coordinates, each ``[B, latent_dim]``."""
-        mu, logvar = self.encode_latent(x, label)
-        return self.prior.to_noise(mu, logvar, as_labels(label, len(mu), mu.device))
-
-    def decode(self, z: torch.Tensor, label) -> torch.Tensor:
-        """Noise ``z ~ N(0, I)`` ``[B, latent_dim]`` and labels -> images ``[B,1,28,28]`` of those digits."""
-        z = z.reshape(-1, self.latent_dim).float()
-        y = as_labels(label, z.shape[0], z.device)
-        return self.decode_latent(self.prior.to_latent(z, y), y)
-
-    def forward(self, x: torch.Tensor, label):
-        """Images, labels -> (recon ``[B,1,28,28]``, mu, logvar), mu/logvar of q(z|x,y) in z coordinates."""
-        mu, logvar = self.encode_latent(x, label)
-        return self.decode_latent(self.reparameterize(mu, logvar), label), mu, logvar
-
-    def fit_prior(self, mu: torch.Tensor, logvar: torch.Tensor, label: torch.Tensor, shrink: float = 1.0) -> None:
-        """Fit digit c's mixture to the training codes of digit c (see ``FittedPrior.fit``)."""
-        self.prior.fit(mu, logvar, label, shrink)
-
-
-def vae_loss(
-    recon_x: torch.Tensor,
-    x: torch.Tensor,
-    mu: torch.Tensor,
-    logvar: torch.Tensor,
-    var: float = 0.01,
-    likelihood: str = "gaussian",
-) -> dict[str, torch.Tensor]:
-    """Negative ELBO, summed over pixels and latent dims, averaged over the batch.
-
-    ``gaussian`` (the course form): ``KL(q(z|x) || N(0,I)) + ||x - recon||² / (2·var)``.
-    ``bernoulli``: ``KL + BCE(recon, x)`` (targets must lie in [0, 1]).
-    The KL is the closed form of Kingma & Welling (2014), Appendix B:
-    ``-½ Σ (1 + logvar - mu² - exp(logvar))``.
-
-    Returns ``{"loss", "recon", "kl"}``; ``loss`` = ``recon + kl``, each a scalar.
-    """
-    recon_x, x = as_images(recon_x), as_images(x)
-    batch = x.shape[0]
-    if likelihood == "gaussian":
-        if var <= 0:
-            raise ValueError(f"var must be positive, got {var}.")
-        recon = (recon_x - x).pow(2).sum() / (2 * var) / batch
-    elif likelihood == "bernoulli":
-        recon = F.binary_cross_entropy(recon_x, x, reduction="sum") / batch
-    else:
-        raise ValueError(f"likelihood must be 'gaussian' or 'bernoulli', got {likelihood!r}.")
-    kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp()) / batch
-    return {"loss": recon + kl, "recon": recon, "kl": kl}
-
-
-def gaussian_kl(mu1: float, var1: float, mu2: float, var2: float) -> float:
-    """KL(N(mu1, var1) || N(mu2, var2)) for 1-D Gaussians, the closed form proved in the report."""
-    return 0.5 * (math.log(var2 / var1) + (var1 + (mu1 - mu2) ** 2) / var2 - 1)

@@ -23,6 +23,7 @@ from torch import nn
 
 from vaekit import plots
 from vaekit.cli import add_run_flags, setup_run
+from vaekit.metrics import psnr
 from vaekit.paths import ROOT
 from vaekit.training import evaluate, fit
 
@@ -64,12 +65,6 @@ def bce_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, to
 def denoising_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
     # Validation sees noise too; a fixed generator would repeat the same noise each epoch, which is fine.
     return {"loss": F.binary_cross_entropy(model(add_noise(x)), x, reduction="sum") / len(x)}
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Peak signal-to-noise ratio per image in dB, for images in [0, 1]."""
-    mse = (a - b).pow(2).flatten(1).mean(1).clamp_min(1e-10)
-    return 10 * torch.log10(1.0 / mse)
 
 
 @torch.no_grad()

@@ -3,8 +3,9 @@
     python report/build.py
     python report/build.py --results-dir tests/fixtures   # compile against other result files
 
-Figures (latent map, interpolation, sweep curves) are drawn from VAEwolabel/ and Genwithlabel/ and
-report/results/sweeps.json; the Typst source reads every number from the JSON files (no copied numbers).
+Figures (latent map, interpolation, sweep curves, the samples-vs-reconstructions ceiling) are drawn from
+VAEwolabel/, Genwithlabel/, report/results/sweeps.json and bench/results.json; the Typst source reads every
+number from the JSON files (no copied numbers).
 report/build_info.json records the sha256 of each input so pack.py can tell a stale report.
 """
 
@@ -83,6 +84,28 @@ def sweep_figure(sweeps: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def ceiling_figure(bench: dict, path: Path) -> None:
+    """fid_ratio of each benchmark model's samples beside that of its reconstructions (the decoder's ceiling)."""
+    rows = [r for r in bench["rows"] if r.get("fid_ratio_recon") is not None and r.get("fid_ratio") is not None]
+    fig, ax = plt.subplots(figsize=(9, 3.4))
+    names = [f"{r['model']} ({r['task']})".replace("default conv", "default") for r in rows]
+    xs = range(len(rows))
+    ax.bar([x - 0.2 for x in xs], [r["fid_ratio"] for r in rows], 0.4, label="samples (prior + decoder)")
+    ax.bar([x + 0.2 for x in xs], [r["fid_ratio_recon"] for r in rows], 0.4,
+           label="reconstructions of training images (decoder alone)")
+    ax.axhline(1.0, color="k", lw=0.8, ls=":", label="real images = 1")
+    ax.set_yscale("log")
+    ax.set_ylabel("fid_ratio (log)")
+    ax.set_xticks(list(xs), names, rotation=25, ha="right", fontsize=7)
+    ax.legend(fontsize=7)
+    if not rows:
+        ax.text(0.5, 0.5, "no benchmark row has a reconstruction fid_ratio yet", ha="center",
+                transform=ax.transAxes)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -116,6 +139,7 @@ def main(argv: list[str] | None = None) -> None:
         latent_map(vae, figs / "latent_map.png")
         interpolation(vae, figs / "interpolation.png")
         sweep_figure(json.loads(inputs["sweeps"].read_text()), figs / "sweeps.png")
+        ceiling_figure(json.loads(inputs["bench"].read_text()), figs / "ceiling.png")
     rel = {k: "/" + v.relative_to(ROOT).as_posix() for k, v in inputs.items()}
     rel["vae_dir"] = "/" + (base / "VAEwolabel").relative_to(ROOT).as_posix()
     rel["gen_dir"] = "/" + (base / "Genwithlabel").relative_to(ROOT).as_posix()
@@ -123,6 +147,9 @@ def main(argv: list[str] | None = None) -> None:
     labs = ROOT / "labs" / "results"
     if all((labs / lab / "results.json").is_file() for lab in ("autoencoder", "classifier")):
         rel["labs_dir"] = "/labs/results"  # the appendix shows the side labs once they have been run
+    for lab in ("latent_space", "adain"):  # the two image labs, once they have been run
+        if (labs / lab / "results.json").is_file():
+            rel[f"{lab}_dir"] = f"/labs/results/{lab}"
     if (labs / "cgan" / "Genwithlabel" / "samples.png").is_file():
         rel["cgan_samples"] = "/labs/results/cgan/Genwithlabel/samples.png"
     out = Path(args.out)

@@ -154,7 +154,7 @@ def test_zip_with_top_folder_grades_like_the_folder(judge, good, tmp_path):
     z = tmp_path / "G2-FINAL.zip"
     with zipfile.ZipFile(z, "w") as zf:
         for f in good.rglob("*"):
-            if f.is_file() and f.name != "train_state.pth":
+            if f.is_file() and not f.name.endswith("_state.pth"):
                 zf.write(f, "G2-FINAL/" + f.relative_to(good).as_posix())
     res = grade(judge, z, tmp_path / "out", tasks=["gen"])
     direct = grade(judge, good, tmp_path / "direct", tasks=["gen"])

@@ -34,7 +34,8 @@ def test_classifier_lab(root, tmp_path):
 
 
 def test_denoising_psnr_and_noise():
-    from labs.autoencoder import add_noise, psnr
+    from labs.autoencoder import add_noise
+    from vaekit.metrics import psnr
 
     x = torch.full((2, 1, 28, 28), 0.5)
     assert torch.allclose(psnr(x, x + 0.1), torch.full((2,), 20.0), atol=1e-4)  # 10·log10(1/0.01)
@@ -81,3 +82,87 @@ def test_gradient_penalty_is_zero_for_a_unit_slope_critic():
             return 3 * super().forward(x, y)[0], None
 
     assert float(gradient_penalty(Steep(), real, fake, y)) == pytest.approx(4.0, rel=1e-6)
+
+
+def test_latent_space_lab_writes_every_figure_and_the_psnr_table(root, tmp_path):
+    numbers = run_lab(root, "labs/latent_space.py", tmp_path)
+    for fig in ("codes.png", "gaussian_samples.png", "perturbations.png", "channel_samples.png",
+                "channel_reconstructions.png"):
+        assert (tmp_path / fig).stat().st_size > 1000, fig
+    models = numbers["models"]
+    assert list(models) == ["plain", "channel σ²=0.05", "channel σ²=0.1", "channel σ²=0.15"]
+    assert [m["snr_db"] for m in models.values()] == [None, 13.01, 10.0, 8.24]
+    assert all(m["heldout_psnr_db"] > 0 for m in models.values())
+
+
+def test_latent_space_channel_and_gaussian():
+    from labs.latent_space import ConvAutoencoder, fit_gaussian, power_normalize, sample_gaussian
+
+    code = torch.randn(5, 16, 8, 8) * torch.arange(1, 6).view(5, 1, 1, 1)
+    assert torch.allclose(power_normalize(code).pow(2).mean(dim=(1, 2, 3)), torch.ones(5))
+    model = ConvAutoencoder(width=4, noise_var=0.1)
+    x = torch.rand(2, 3, 64, 64)
+    assert model.encode(x).shape == (2, 16, 8, 8) and model(x).shape == x.shape
+    model.eval()
+    assert torch.equal(model(x), model(x))  # no channel noise outside training
+    assert not torch.equal(model(x, noisy=True), model(x, noisy=True))
+    # Draws from a fitted (singular: 3 codes in 6 dims) Gaussian reproduce its mean and covariance.
+    g = torch.Generator().manual_seed(0)
+    codes = torch.randn(3, 6, generator=g)
+    mean, cov = fit_gaussian(codes)
+    draws = sample_gaussian(mean, cov, 200_000, g).double()
+    torch.testing.assert_close(draws.mean(0), mean, atol=0.02, rtol=0)
+    torch.testing.assert_close(torch.cov(draws.T), cov, atol=0.03, rtol=0)
+    diag = sample_gaussian(mean, cov, 200_000, g, diagonal=True).double()
+    torch.testing.assert_close(torch.cov(diag.T), torch.diag(cov.diagonal()), atol=0.03, rtol=0)
+
+
+def test_adain_matches_the_style_statistics_and_alpha_zero_keeps_the_content():
+    from labs.adain import StyleTransfer, adain, load_encoder, mean_std
+
+    g = torch.Generator().manual_seed(0)
+    content, style = torch.randn(2, 8, 5, 5, generator=g), 3 + 2 * torch.randn(2, 8, 5, 5, generator=g)
+    out = adain(content, style)
+    for a, b in zip(mean_std(out), mean_std(style)):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+    model = StyleTransfer(load_encoder("")[0])
+    c, s = torch.rand(1, 3, 16, 16, generator=g), torch.rand(1, 3, 16, 16, generator=g)
+    assert model.features(c)[-1].shape == (1, 512, 2, 2)
+    torch.testing.assert_close(model.target(c, s, alpha=0.0), model.features(c)[-1])
+    assert model(c, s).shape == c.shape
+    assert not any(p.requires_grad for p in model.encoder.parameters())
+
+
+def test_adain_loads_the_reference_vgg_layout_and_names_a_wrong_file(tmp_path):
+    from labs.adain import load_encoder, vgg_encoder
+
+    full = vgg_encoder()  # the reference file holds all of VGG-19; keys past relu4_1 are dropped
+    state = {**full.state_dict(), "40.weight": torch.zeros(1)}
+    torch.save(state, tmp_path / "vgg.pth")
+    enc, note = load_encoder(str(tmp_path / "vgg.pth"))
+    assert "vgg.pth" in note and torch.equal(enc[2].weight, full[2].weight)
+    torch.save({"2.weight": torch.zeros(3)}, tmp_path / "bad.pth")
+    with pytest.raises(SystemExit, match="not the normalised VGG-19"):
+        load_encoder(str(tmp_path / "bad.pth"))
+
+
+def test_adain_lab_checkpoints_at_four_fractions_and_stylizes(root, tmp_path):
+    numbers = run_lab(root, "labs/adain.py", tmp_path)
+    assert [c["fraction"] for c in numbers["checkpoints"]] == [0.1, 0.5, 0.8, 1.0]
+    assert numbers["random_encoder"] and "RANDOM" in numbers["encoder"]
+    for name in ("decoder_10.pth", "decoder_50.pth", "decoder_80.pth", "decoder_100.pth", "checkpoints.png",
+                 "alpha.png"):
+        assert (tmp_path / name).stat().st_size > 1000, name
+    assert any((tmp_path / "tensorboard").iterdir())
+    from torchvision.utils import save_image
+
+    save_image(torch.rand(3, 24, 32), tmp_path / "c.png")
+    save_image(torch.rand(3, 40, 40), tmp_path / "s.png")
+    r = subprocess.run([sys.executable, "labs/adain.py", "stylize", "--checkpoint", str(tmp_path / "decoder_100.pth"),
+                        "--content", str(tmp_path / "c.png"), "--style", str(tmp_path / "s.png"), "--alpha", "0.5",
+                        "--output", str(tmp_path / "out.png")], cwd=root, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    from PIL import Image
+
+    with Image.open(tmp_path / "out.png") as im:
+        assert im.size == (32, 24)  # the content's size (a multiple of 8)

@@ -19,7 +19,8 @@ def fixture_results(root, good, judge):
     shutil.rmtree(base, ignore_errors=True)
     shutil.copytree(good, base)
     res = grade_submission(judge, base, base, ["vae", "gen"], GradeSettings(per_label=20))
-    rows = [{"model": "default conv", "task": t, "train_s": 1.0, "epochs": 1, **{k: r.get(k) for k in (
+    rows = [{"model": "default conv", "task": t, "train_s": 1.0, "epochs": 1, "fid_ratio_recon": 2.0,
+             **{k: r.get(k) for k in (
         "score", "max_score", "cond_accuracy", "fid_ratio", "diversity", "memorization", "mse", "ssim",
         "latent_dim")}} for t, r in res.items()]
     (base / "bench").mkdir()
@@ -46,7 +47,7 @@ def test_report_compiles_from_fixture_results(root, fixture_results, tmp_path):
     assert r.returncode == 0, r.stderr
     pdf = out.read_bytes()
     assert pdf.startswith(b"%PDF") and len(pdf) > 50_000  # text plus the embedded figures
-    for fig in ("latent_map.png", "interpolation.png", "sweeps.png"):
+    for fig in ("latent_map.png", "interpolation.png", "sweeps.png", "ceiling.png"):
         assert (fixture_results / "report" / "figures" / fig).stat().st_size > 1000
     # A fixture build must not touch the real report's build record.
     assert (info.read_bytes() if info.exists() else None) == before

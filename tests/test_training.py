@@ -14,7 +14,7 @@ from vaekit.training import fit
 def test_save_load_round_trip_rebuilds_from_hyperparameters_alone(tmp_path):
     torch.manual_seed(0)
     kwargs = checkpoint.constructor_kwargs(S.GenModel, {"latent_dim": 6})
-    assert kwargs == {"latent_dim": 6, "channels": 32, "hidden": 256, "components": 10}
+    assert kwargs == {"latent_dim": 6, "channels": 32, "hidden": 256, "components": 30}
     model = S.GenModel(**kwargs).eval()
     model.prior.mean.normal_()  # non-default buffers must survive too
     checkpoint.save_checkpoint(tmp_path / "epoch.pth", model.state_dict(), task="gen", model_kwargs=kwargs)
@@ -117,6 +117,10 @@ def test_train_scripts_dry_run_write_course_files(root, tmp_path, script, folder
     weight = model.prior.weight
     assert hp["model_kwargs"]["components"] == 3 and weight.shape[-1] == 3
     assert torch.allclose(weight.sum(-1), torch.ones(len(weight))) and bool((weight > 0).all())
+    # The decoder was sharpened after the VAE: both phases are in the history, the sharpening's last.
+    history = json.loads((out / "history.json").read_text())
+    assert list(history) == ["vae", "sharpen"] and hp["training"]["sharpen_epochs"] == 2
+    assert "train_adv" in history["sharpen"][-1] and "train_critic_loss" in history["sharpen"][-1]
 
 
 def test_train_script_rejects_bad_flags(root):
@@ -129,6 +133,9 @@ def test_train_script_rejects_bad_flags(root):
     r = subprocess.run([sys.executable, "train_vae.py", "--no-such-flag"], cwd=root, capture_output=True,
                        text=True)
     assert r.returncode == 2 and "unrecognized arguments" in r.stderr
+    r = subprocess.run([sys.executable, "train_cond.py", "--sharpen-epochs", "-1"], cwd=root,
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "--sharpen-epochs and --sharpen-weight must be at least 0" in r.stderr
 
 
 def test_ctrl_c_leaves_a_resumable_state_and_tensorboard_logs(root, tmp_path):
@@ -167,6 +174,6 @@ def test_dry_run_means_the_same_everywhere(root):
     from vaekit.cli import DRY_RUN_HELP
 
     for script in ("train_vae.py", "train_cond.py", "train_classifier.py", "labs/autoencoder.py",
-                   "labs/classifier.py", "labs/cgan.py"):
+                   "labs/classifier.py", "labs/cgan.py", "labs/latent_space.py", "labs/adain.py"):
         r = subprocess.run([sys.executable, script, "--help"], cwd=root, capture_output=True, text=True)
         assert r.returncode == 0 and " ".join(DRY_RUN_HELP.split()) in " ".join(r.stdout.split()), script

@@ -47,10 +47,16 @@ class RunSetup:
     max_steps: int | None  # DRY_RUN_STEPS with --dry-run
 
 
-def setup_run(args: argparse.Namespace) -> RunSetup:
-    """Threads, device and the three splits, cut down for ``--dry-run``."""
+def setup_device(args: argparse.Namespace) -> torch.device:
+    """Apply ``--workers`` (CPU threads) and resolve ``--device``."""
     if args.workers > 0:
         torch.set_num_threads(args.workers)
+    return pick_device(args.device)
+
+
+def setup_run(args: argparse.Namespace) -> RunSetup:
+    """Threads, device and the three MNIST splits, cut down for ``--dry-run``."""
+    device = setup_device(args)
     n = DRY_RUN_IMAGES if args.dry_run else None
-    return RunSetup(pick_device(args.device), load_mnist("train").subset(n), load_mnist("valid").subset(n),
+    return RunSetup(device, load_mnist("train").subset(n), load_mnist("valid").subset(n),
                     load_mnist("test").subset(n), DRY_RUN_STEPS if args.dry_run else None)

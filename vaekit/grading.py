@@ -131,6 +131,26 @@ class Judge:
 # -- scoring ------------------------------------------------------------------------------------------
 
 
+def feature_fids(judge: Judge, feats: np.ndarray, seed: int, label: int | None = None) -> tuple[float, float]:
+    """(Fréchet distance of ``feats`` to the test images' features, the same for as many real training images):
+    over all test images, or over those of digit ``label``. Their ratio is ``fid_ratio``."""
+    test = judge.test_feats if label is None else judge.test_feats[judge.test_y == label]
+    real = judge.real_reference(len(feats), seed, label=label)
+    return metrics.feature_fid(feats, test), metrics.feature_fid(real, test)
+
+
+def reconstruction_fid_ratio(judge: Judge, recon_u8: np.ndarray, labels: np.ndarray, conditional: bool,
+                             seed: int = 0) -> float:
+    """``fid_ratio`` of reconstructions of training images, as ``score_gen`` (per digit, averaged) or
+    ``score_vae`` (all together) measures samples: the ceiling a prior can reach with this decoder."""
+    feats = judge.features(recon_u8)[0]
+    if not conditional:
+        fid, real = feature_fids(judge, feats, seed)
+        return fid / real
+    pairs = [feature_fids(judge, feats[labels == c], seed + c, label=c) for c in range(10)]
+    return float(np.mean([g for g, _ in pairs]) / np.mean([r for _, r in pairs]))
+
+
 def score_common(judge: Judge, latent_dim: int, recon: np.ndarray, feats: np.ndarray) -> dict[str, Any]:
     """What both tasks measure: the course's reconstruction numbers and the copy checks."""
     res: dict[str, Any] = {"latent_dim": latent_dim}
@@ -155,9 +175,7 @@ def score_vae(judge: Judge, latent_dim: int, recon: np.ndarray, samples: np.ndar
     hist = metrics.class_histogram(preds)
     res["class_histogram"] = hist
     res["histogram_max_deviation"] = max(abs(h - 0.1) / 0.1 for h in hist)
-    real = judge.real_reference(len(feats), settings.seed)
-    res["classifier_fid"] = metrics.feature_fid(feats, judge.test_feats)
-    res["classifier_fid_real"] = metrics.feature_fid(real, judge.test_feats)
+    res["classifier_fid"], res["classifier_fid_real"] = feature_fids(judge, feats, settings.seed)
     res["fid_ratio"] = res["classifier_fid"] / res["classifier_fid_real"]
     res["diversity"] = metrics.mean_pairwise_distance(feats[::5]) / metrics.mean_pairwise_distance(
         judge.test_feats[::5])
@@ -178,10 +196,10 @@ def score_gen(judge: Judge, latent_dim: int, recon: np.ndarray, samples: np.ndar
     per_acc, per_gen, per_real, per_div = [], [], [], []
     for c in range(10):
         g, t = feats[labels == c], judge.test_feats[judge.test_y == c]
-        real = judge.real_reference(len(g), settings.seed + c, label=c)
         per_acc.append(float(np.mean(preds[labels == c] == c)))
-        per_gen.append(metrics.feature_fid(g, t))
-        per_real.append(metrics.feature_fid(real, t))
+        fid, fid_real = feature_fids(judge, g, settings.seed + c, label=c)
+        per_gen.append(fid)
+        per_real.append(fid_real)
         per_div.append(metrics.mean_pairwise_distance(g) / metrics.mean_pairwise_distance(t))
     res["per_class"] = {"cond_accuracy": per_acc, "classifier_fid": per_gen, "classifier_fid_real": per_real,
                         "fid_ratio": [g / r for g, r in zip(per_gen, per_real)], "diversity": per_div}

@@ -60,6 +60,12 @@ def course_fid(gen: np.ndarray, gen_labels: np.ndarray, real: np.ndarray, real_l
     return float(np.mean([pixel_fid(gen[gen_labels == c], real[real_labels == c]) for c in range(10)]))
 
 
+def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Peak signal-to-noise ratio per image in dB, for float images in [0, 1] (the labs' measure)."""
+    err = (a - b).pow(2).flatten(1).mean(1).clamp_min(1e-10)
+    return 10 * torch.log10(1.0 / err)
+
+
 # -- classifier-based ----------------------------------------------------------------------------
 
 try:  # scipy's own Schur square root, which reports singular / ill-conditioned input instead of warning

@@ -13,15 +13,16 @@ import torch
 from torch import nn
 
 from . import checkpoint, plots
+from .adversarial import SHARPEN_NEEDS, sharpen_decoder
 from .cli import add_run_flags, setup_run
 from .course import TASKS, load_submission, write_course_folder
-from .generation import grid_labels, reconstruct, sample
+from .generation import fast_layout, grid_labels, reconstruct, sample
 from .paths import ROOT
 from .training import fit
 
 # Training settings recorded under "training" in hyperparameters.txt (the rest describe the model or the machine).
-TRAINING_KEYS = ("epochs", "lr", "batch_size", "var", "likelihood", "prior", "prior_shrink", "seed", "time_budget",
-                 "dry_run")
+TRAINING_KEYS = ("epochs", "lr", "batch_size", "var", "likelihood", "prior", "prior_shrink", "sharpen_epochs",
+                 "sharpen_weight", "sharpen_lr", "seed", "time_budget", "dry_run")
 
 
 def train_parser(task: str, doc: str, defaults: dict[str, Any]) -> argparse.ArgumentParser:
@@ -41,12 +42,18 @@ def train_parser(task: str, doc: str, defaults: dict[str, Any]) -> argparse.Argu
                    help="'fitted' fits a Gaussian mixture (one per digit for GenModel) to the codes after training; "
                    "'standard' keeps N(0, I)")
     p.add_argument("--components", type=int, default=0, help="Gaussians in each fitted prior mixture (0: the model's "
-                   "default, 100 for VAE and 10 per digit for GenModel)")
+                   "default, 400 for VAE and 30 per digit for GenModel)")
     p.add_argument("--prior-shrink", type=float, default=1.0,
                    help="scale of the fitted prior's std (< 1 trades diversity for fidelity)")
+    p.add_argument("--sharpen-epochs", type=int, default=0,
+                   help="epochs of adversarial decoder fine-tuning after the VAE (encoder and prior frozen; 0 = none)")
+    p.add_argument("--sharpen-weight", type=float, default=1.0,
+                   help="adversarial gradient at the decoded images, as a multiple of the reconstruction's")
+    p.add_argument("--sharpen-lr", type=float, default=2e-4, help="peak Adam learning rate of the fine-tuning")
     p.add_argument("--time-budget", type=float, default=0.0,
-                   help="stop after the epoch that passes this many seconds (0 = no limit)")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/train_state.pth (Ctrl-C leaves one)")
+                   help="stop the VAE after the epoch that passes this many seconds (0 = no limit)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from OUT/train_state.pth and OUT/sharpen_state.pth (Ctrl-C leaves them)")
     p.add_argument("--tensorboard", default="", metavar="DIR", help="log scalars and image grids to this folder")
     p.add_argument("--submission", default="", metavar="FILE",
                    help="train the classes of another submission file (default: ./submission.py)")
@@ -67,6 +74,8 @@ def parse_train_args(task: str, doc: str, defaults: dict[str, Any], argv: list[s
         p.error("--latent-dim must be at most 784 (the course bonus 1.2 - d/784 assumes it).")
     if args.lr <= 0 or args.var <= 0 or args.prior_shrink <= 0 or args.components < 0:
         p.error("--lr, --var and --prior-shrink must be positive, --components at least 0.")
+    if args.sharpen_epochs < 0 or args.sharpen_weight < 0 or args.sharpen_lr <= 0:
+        p.error("--sharpen-epochs and --sharpen-weight must be at least 0, --sharpen-lr positive.")
     return args
 
 
@@ -105,7 +114,7 @@ def train(task: str, args: argparse.Namespace) -> Path:
     params = inspect.signature(cls.__init__).parameters
     model_kwargs = checkpoint.constructor_kwargs(cls, {k: v for k, v in wanted.items() if k in params})
     torch.manual_seed(args.seed)
-    model = cls(**model_kwargs).to(run.device)
+    model = fast_layout(cls(**model_kwargs).to(run.device))  # channels-last convs: about 25 % faster on CPU
     print(f"{spec.model_class}: latent_dim {args.latent_dim}, {sum(p.numel() for p in model.parameters()):,} "
           f"parameters, {len(run.train):,} train / {len(run.valid):,} valid images on {run.device} -> {out}/")
 
@@ -127,9 +136,25 @@ def train(task: str, args: argparse.Namespace) -> Path:
         raise SystemExit("stopped before the first epoch finished: nothing to save.")
     if args.prior == "fitted" and hasattr(model, "fit_prior"):
         fit_class_prior(model, run.train.x, run.train.y, args.prior_shrink)
-
+    history: list[dict] | dict[str, list[dict]] = result.history
     final = result.history[result.best_epoch - 1]
-    write_course_folder(out, model, task=task, model_kwargs=model_kwargs, history=result.history,
+    seconds = result.seconds
+    sharpened: dict = {}
+    missing = [a for a in SHARPEN_NEEDS if not hasattr(model, a)]
+    if args.sharpen_epochs and missing:
+        print(f"--sharpen-epochs skipped: {spec.model_class} has no {', '.join(missing)} (the kit's models do).")
+    elif args.sharpen_epochs and result.stopped_by != "interrupted":
+        # -- adversarial fine-tuning of the decoder: same codes, sharper digits ---------------------
+        sharp = sharpen_decoder(model, sub, run.train, run.valid, conditional=spec.conditional,
+                                epochs=args.sharpen_epochs, weight=args.sharpen_weight, lr=args.sharpen_lr,
+                                var=args.var, likelihood=args.likelihood, batch_size=args.batch_size,
+                                seed=args.seed, device=run.device, max_steps=run.max_steps,
+                                state_path=out / "sharpen_state.pth", resume=args.resume)
+        history = {"vae": result.history, "sharpen": sharp.history}
+        seconds += sharp.seconds
+        sharpened = {"epochs_run": sharp.epochs_run, "seconds": round(sharp.seconds, 1), "stopped_by": sharp.stopped_by,
+                     **({"valid_recon": round(sharp.history[-1]["valid_recon"], 4)} if sharp.history else {})}
+    write_course_folder(out, model, task=task, model_kwargs=model_kwargs, history=history,
                         shown=(fixed.x, fixed.y), seed=args.seed,
                         title=f"{spec.model_class} (latent {args.latent_dim})",
                         checkpoint_meta={"epoch": result.best_epoch, "valid_loss": result.best_valid},
@@ -144,9 +169,10 @@ def train(task: str, args: argparse.Namespace) -> Path:
                             "valid": {k.removeprefix("valid_"): round(v, 4) for k, v in final.items()
                                       if k.startswith("valid_")},
                             "train_images": len(run.train),
-                            "wall_time_s": round(result.seconds, 1),
+                            "sharpen": sharpened,
+                            "wall_time_s": round(seconds, 1),
                         })
     print(f"best epoch {result.best_epoch}/{result.epochs_run}, valid loss {result.best_valid:.4f}, "
-          f"{result.seconds:.0f} s ({result.stopped_by}). Wrote {out}/epoch.pth, hyperparameters.txt, "
+          f"{seconds:.0f} s ({result.stopped_by}). Wrote {out}/epoch.pth, hyperparameters.txt, "
           "loss_curves.png, samples.png, reconstructions.png")
     return out

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -25,6 +26,17 @@ from .checkpoint import atomic_write
 from .data import Split
 
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]
+
+
+class Critic(Protocol):
+    """A second player for adversarial training: it updates itself on each batch before the model's step."""
+
+    def step(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One update of the critic on a batch; returns its named loss terms (logged with a ``critic_`` prefix)."""
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> None: ...
 
 
 @contextmanager
@@ -88,6 +100,8 @@ def fit(
     time_budget: float | None = None,
     max_steps: int | None = None,
     augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
+    critic: Critic | None = None,
+    keep: str = "best",
     tensorboard: str | None = None,
     log_images: Callable[[nn.Module], dict[str, torch.Tensor]] | None = None,
     desc: str = "train",
@@ -97,10 +111,15 @@ def fit(
     ``loss_fn(model, x, y)`` returns named scalar terms including ``"loss"`` (the one minimised).
     ``state_path`` gets a resumable state every epoch and on Ctrl-C; ``resume`` continues from it.
     ``time_budget`` (seconds) stops after the epoch that crosses it; ``max_steps`` stops mid-epoch.
+    ``critic`` (adversarial training) takes its own step on each batch before the model's; parameters
+    with ``requires_grad`` off stay frozen. ``keep="last"`` returns the last epoch's weights instead of the
+    best on validation (an adversarial game's validation loss does not rank its epochs).
     """
+    if keep not in ("best", "last"):
+        raise ValueError(f"keep must be 'best' or 'last', got {keep!r}.")
     torch.manual_seed(seed)
     model.to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay)
     steps_per_epoch = math.ceil(len(train) / batch_size)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s / max(epochs * steps_per_epoch, 1), 1.0)))
@@ -117,6 +136,8 @@ def fit(
         start_epoch, elapsed_before = st["epoch"], st["seconds"]
         res.history, res.best_epoch, res.best_valid = st["history"], st["best_epoch"], st["best_valid"]
         res.best_state, res.steps = st["best_state"], st["steps"]
+        if critic is not None:
+            critic.load_state_dict(st["critic"])
         tqdm.write(f"resumed {desc} from {state_path} after epoch {start_epoch}")
     elif resume:
         tqdm.write(f"--resume: no state at {state_path}, starting fresh")
@@ -133,7 +154,7 @@ def fit(
         st = {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
               "rng": torch.get_rng_state(), "epoch": epoch, "seconds": res.seconds, "history": res.history,
               "best_epoch": res.best_epoch, "best_valid": res.best_valid, "best_state": res.best_state,
-              "steps": res.steps}
+              "steps": res.steps, **({"critic": critic.state_dict()} if critic is not None else {})}
         atomic_write(state_path, lambda p: torch.save(st, p))
 
     t0 = time.perf_counter() - elapsed_before
@@ -153,6 +174,8 @@ def fit(
                 x, y = x_all[idx], y_all[idx]
                 if augment is not None:
                     x = augment(x, gen)
+                # -- critic step (adversarial training): the critic learns on this batch first -----
+                critic_terms = critic.step(model, x, y) if critic is not None else {}
                 # -- forward / backward / step ------------------------------------------------
                 terms = loss_fn(model, x, y)
                 opt.zero_grad(set_to_none=True)
@@ -162,7 +185,7 @@ def fit(
                 res.steps += 1
                 # -- log ------------------------------------------------------------------------
                 seen += len(idx)
-                for k, v in terms.items():
+                for k, v in (terms | {f"critic_{k}": v for k, v in critic_terms.items()}).items():
                     running[k] = running.get(k, 0.0) + float(v.detach()) * len(idx)
                 if b % 20 == 0:
                     bar.set_postfix(loss=f"{running['loss'] / seen:.4g}")
@@ -177,7 +200,7 @@ def fit(
                        **{f"train_{k}": v / seen for k, v in running.items()},
                        **{f"valid_{k}": v for k, v in val.items()}}
                 res.history.append(row)
-                if val["loss"] < res.best_valid:
+                if val["loss"] < res.best_valid or keep == "last":
                     res.best_valid, res.best_epoch = val["loss"], epoch + 1
                     res.best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
                 tqdm.write(f"{desc} epoch {epoch + 1}/{epochs}: train loss {row['train_loss']:.4f}, "
