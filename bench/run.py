@@ -142,7 +142,7 @@ def markdown(rows: list[dict], machine: dict) -> str:
         if key == "histogram_max_deviation":
             return f"{100 * v:.0f} %"
         if isinstance(v, float):
-            return f"{v:.4f}" if key in ("mse", "ssim") else f"{v:.2f}"
+            return f"{v:.4f}" if key in ("mse", "ssim") else f"{v:.3f}" if key == "diversity" else f"{v:.2f}"
         return str(v)
 
     lines = ["| " + " | ".join(h for _, h in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]

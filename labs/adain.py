@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -164,17 +165,19 @@ def load_encoder(path: str) -> tuple[nn.Sequential, str]:
 def load_images(folder: str, names: tuple[str, ...], n: int, size: int, seed: int) -> torch.Tensor:
     """``n`` images ``[n,3,size,size]``: from ``folder`` (cycled) or random crops of the named sample photos."""
     if folder:
-        images = load_image_folder(folder, size)
+        images = load_image_folder(folder, size, limit=n, seed=seed)
         return images[torch.arange(n) % len(images)]
     return random_crops(sample_photos(names), n, size, seed, scale=(0.15, 0.7))
 
 
 def labelled(path: Path, grid: torch.Tensor, title: str) -> None:
-    """Save an image grid with a title (so a random-encoder result is always marked as such)."""
-    fig, ax = plt.subplots(figsize=(max(4.0, grid.shape[2] / 60), max(2.0, grid.shape[1] / 60 + 0.6)))
-    ax.imshow(grid.permute(1, 2, 0).clamp(0, 1).numpy())
+    """Save an image grid with a wrapped title (so a random-encoder result is always marked as such)."""
+    width = 7.0
+    height = width * grid.shape[1] / grid.shape[2] + 0.25 * (1 + len(title) // 70)
+    fig, ax = plt.subplots(figsize=(width, height))
+    ax.imshow(grid.permute(1, 2, 0).clamp(0, 1).numpy(), interpolation="nearest")
     ax.axis("off")
-    ax.set_title(title, fontsize=8)
+    ax.set_title(textwrap.fill(title, 70), fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -311,7 +314,8 @@ def main(argv: list[str] | None = None) -> None:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--vgg", default="", metavar="PATH", help="the reference's vgg_normalised.pth (default: a randomly "
                    "initialised VGG-19, labelled as such in every output)")
-    p.add_argument("--content-dir", default="", help="content images (default: crops of sample photos)")
+    p.add_argument("--content-dir", default="", help="content images, searched recursively; a random tenth-of-a-run's "
+                   "worth (iterations/10 × batch) is loaded and reused each tenth (default: crops of sample photos)")
     p.add_argument("--style-dir", default="", help="style images (default: crops of textured sample images)")
     p.add_argument("--iterations", type=int, default=10000, help="decoder updates (the course asks for >= 10 000)")
     p.add_argument("--batch-size", type=int, default=4, help="content/style pairs per update")

@@ -166,3 +166,23 @@ def test_adain_lab_checkpoints_at_four_fractions_and_stylizes(root, tmp_path):
 
     with Image.open(tmp_path / "out.png") as im:
         assert im.size == (32, 24)  # the content's size (a multiple of 8)
+
+
+def test_image_folder_is_resized_centre_cropped_and_limited(tmp_path):
+    from PIL import Image
+
+    from vaekit.photos import load_image_folder
+
+    (tmp_path / "sub").mkdir()
+    Image.new("RGB", (80, 40), (255, 0, 0)).save(tmp_path / "wide.png")
+    Image.new("L", (30, 60), 128).save(tmp_path / "sub" / "tall.jpg")
+    (tmp_path / "notes.txt").write_text("not an image")
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    x = load_image_folder(tmp_path, 16)
+    assert x.shape == (2, 3, 16, 16) and float(x.min()) >= 0 and float(x.max()) <= 1
+    assert torch.allclose(x[1, 0], torch.ones(16, 16), atol=0.01) and float(x[1, 1].max()) < 0.01  # red
+    assert load_image_folder(tmp_path, 16, limit=1).shape == (1, 3, 16, 16)
+    with pytest.raises(ValueError, match="no readable image"):
+        load_image_folder(tmp_path, 16, limit=0)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_image_folder(tmp_path / "missing", 16)

@@ -46,8 +46,9 @@ def test_course_harness_calls(model, tmp_path):
 def test_eval_reconstruction_is_deterministic_and_equals_decode_of_mu(model):
     x, y = torch.rand(6, 784), torch.arange(6)
     # A fitted (non-identity) prior must not change reconstructions: encode and decode invert it.
-    codes, logvar = model.encode_latent(torch.rand(400, 784), torch.arange(10).repeat(40))
-    model.fit_prior(codes * 3 + 1, logvar, torch.arange(10).repeat(40))
+    # Enough codes for the default mixtures (400 components; 30 per digit), two per component.
+    codes, logvar = model.encode_latent(torch.rand(1000, 784), torch.arange(10).repeat(100))
+    model.fit_prior(codes * 3 + 1, logvar, torch.arange(10).repeat(100))
     with torch.no_grad():
         r1, _, _ = model(x, y)
         r2, _, _ = model(x, y)

@@ -53,8 +53,9 @@ def sample_photos(names: tuple[str, ...]) -> list[torch.Tensor]:
     return out
 
 
-def load_image_folder(folder: str | Path, size: int) -> torch.Tensor:
-    """Every image under ``folder`` (recursively), resized (short side) and centre-cropped to ``size``², RGB:
+def load_image_folder(folder: str | Path, size: int, limit: int | None = None, seed: int = 0) -> torch.Tensor:
+    """The images under ``folder`` (recursively; at most ``limit`` of them, a seeded random choice, so a large
+    set such as COCO never has to fit in memory), resized (short side) and centre-cropped to ``size``², RGB:
     float ``[N,3,size,size]`` in [0, 1]. Raises ``FileNotFoundError`` / ``ValueError`` with the folder named."""
     from PIL import Image
 
@@ -62,6 +63,9 @@ def load_image_folder(folder: str | Path, size: int) -> torch.Tensor:
     if not folder.is_dir():
         raise FileNotFoundError(f"image folder {folder} does not exist.")
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if limit is not None and len(files) > limit:
+        pick = torch.randperm(len(files), generator=torch.Generator().manual_seed(seed))[:limit]
+        files = [files[i] for i in sorted(pick.tolist())]
     images = []
     for path in files:
         try:

@@ -42,7 +42,7 @@ def train_parser(task: str, doc: str, defaults: dict[str, Any]) -> argparse.Argu
                    help="'fitted' fits a Gaussian mixture (one per digit for GenModel) to the codes after training; "
                    "'standard' keeps N(0, I)")
     p.add_argument("--components", type=int, default=0, help="Gaussians in each fitted prior mixture (0: the model's "
-                   "default, 400 for VAE and 30 per digit for GenModel)")
+                   "default, 400 for VAE and 30 per digit for GenModel; 2 with --dry-run)")
     p.add_argument("--prior-shrink", type=float, default=1.0,
                    help="scale of the fitted prior's std (< 1 trades diversity for fidelity)")
     p.add_argument("--sharpen-epochs", type=int, default=0,
@@ -111,6 +111,8 @@ def train(task: str, args: argparse.Namespace) -> Path:
     wanted = {"latent_dim": args.latent_dim, "channels": args.channels, "hidden": args.hidden}
     if args.components:
         wanted["components"] = args.components
+    elif args.dry_run:
+        wanted["components"] = 2  # a dry run's 512 images cannot fill a default mixture of 30 per digit
     params = inspect.signature(cls.__init__).parameters
     model_kwargs = checkpoint.constructor_kwargs(cls, {k: v for k, v in wanted.items() if k in params})
     torch.manual_seed(args.seed)
