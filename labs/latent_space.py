@@ -270,13 +270,10 @@ def main(argv: list[str] | None = None) -> None:
 
     # -- task 4: the nine codes perturbed -------------------------------------------------------------
     rms = codes9.flatten(1).pow(2).mean(1).sqrt()[:, None, None, None]
-    rows = [("codes", decode(plain, codes9))]
-    for s in PERTURB:
-        rows.append((f"σ = {s}·RMS", decode(plain, codes9 + s * rms * torch.randn(codes9.shape, generator=gen))))
+    perturbed = {s: decode(plain, codes9 + s * rms * torch.randn(codes9.shape, generator=gen)) for s in PERTURB}
+    rows = [("codes", decode(plain, codes9))] + [(f"σ = {s}·RMS", imgs) for s, imgs in perturbed.items()]
     figure_rows(rows, out / "perturbations.png", "Task 4: the nine codes plus Gaussian noise, decoded")
-    numbers["perturbation_psnr_db"] = {
-        str(s): float(psnr(decode(plain, codes9 + s * rms * torch.randn(codes9.shape, generator=gen)), nine).mean())
-        for s in PERTURB}
+    numbers["perturbation_psnr_db"] = {str(s): float(psnr(imgs, nine).mean()) for s, imgs in perturbed.items()}
 
     # -- task 5: samples of each model's latent Gaussian, beside the plain model's --------------------
     rows = []

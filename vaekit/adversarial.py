@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import Split
+from .generation import model_device
 from .training import FitResult, fit
 
 spectral_norm = nn.utils.parametrizations.spectral_norm
@@ -66,7 +67,7 @@ class DecoderCritic:
                  seed: int = 0):
         torch.manual_seed(seed)
         self.conditional = conditional
-        self.disc = PatchDiscriminator(channels, 10 if conditional else 0).to(_device(model))
+        self.disc = PatchDiscriminator(channels, 10 if conditional else 0).to(model_device(model))
         self.disc.to(memory_format=torch.channels_last)
         self.opt = torch.optim.Adam(self.disc.parameters(), lr=lr, betas=(0.5, 0.9))
         self._fakes: tuple[torch.Tensor, ...] | None = None
@@ -108,10 +109,6 @@ class DecoderCritic:
         self.opt.load_state_dict(state["opt"])
 
 
-def _device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
 @torch.no_grad()
 def frozen_codes(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """q(z|x) of the frozen encoder, always in eval mode (its batch-norm statistics stay as trained)."""
@@ -148,8 +145,8 @@ def sharpen_decoder(model: nn.Module, sub: ModuleType, train: Split, valid: Spli
                     seed: int, device: torch.device, **fit_kwargs) -> FitResult:
     """Fine-tune ``model``'s decoder adversarially with encoder and prior frozen; returns the run's record.
 
-    The model must expose ``encoder``, ``encode_latent``, ``decode_latent`` and a fitted ``prior`` with
-    ``to_latent`` (the kit's ``VAE`` and ``GenModel`` do).
+    The model must expose ``SHARPEN_NEEDS`` (a fitted ``prior`` with ``to_latent`` among them); the kit's ``VAE``
+    and ``GenModel`` do.
     """
     for name in SHARPEN_NEEDS:
         if not hasattr(model, name):
