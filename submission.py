@@ -100,9 +100,9 @@ class VAE(nn.Module):
         """z in the decoder's own coordinates ``[B, latent_dim]`` -> images ``[B,1,28,28]``."""
         return self.decoder(z.reshape(-1, self.latent_dim).float())
 
-    def fit_prior(self, mu: torch.Tensor, logvar: torch.Tensor, label=None, shrink: float = 1.0) -> None:
-        """Fit the prior to training codes from ``encode_latent`` (see ``FittedPrior.fit``)."""
-        self.prior.fit(mu, logvar, self._group(len(mu), mu.device), shrink)
+    def fit_prior(self, mu: torch.Tensor, logvar: torch.Tensor, label=None, **options: float) -> None:
+        """Fit the prior to training codes from ``encode_latent``; ``options``: see ``FittedPrior.fit``."""
+        self.prior.fit(mu, logvar, self._group(len(mu), mu.device), **options)
 
 
 class GenModel(VAE):
@@ -149,9 +149,9 @@ class GenModel(VAE):
         z = z.reshape(-1, self.latent_dim).float()
         return self.decoder(z, self._onehot(label, z.shape[0], z.device))
 
-    def fit_prior(self, mu: torch.Tensor, logvar: torch.Tensor, label: torch.Tensor, shrink: float = 1.0) -> None:
-        """Fit digit c's mixture to the training codes of digit c (see ``FittedPrior.fit``)."""
-        self.prior.fit(mu, logvar, label, shrink)
+    def fit_prior(self, mu: torch.Tensor, logvar: torch.Tensor, label: torch.Tensor, **options: float) -> None:
+        """Fit digit c's mixture to the training codes of digit c; ``options``: see ``FittedPrior.fit``."""
+        self.prior.fit(mu, logvar, label, **options)
 
 
 class ConvEncoder(nn.Module):
@@ -298,13 +298,16 @@ class FittedPrior(nn.Module):
         return eps, out_logvar
 
     @torch.no_grad()
-    def fit(self, mu: torch.Tensor, logvar: torch.Tensor, group: torch.Tensor, shrink: float = 1.0) -> None:
+    def fit(self, mu: torch.Tensor, logvar: torch.Tensor, group: torch.Tensor, shrink: float = 1.0,
+            volume_quantile: float = 0.3) -> None:
         """Fit each group's mixture to the aggregate posterior of its codes ``[N, latent_dim]``.
 
         The codes are split into ``components`` clusters by k-means; each cluster's Gaussian takes the
         covariance of its means plus their mean posterior variance (the moments of that mixture of
         posteriors), its weight the cluster's share. ``shrink`` scales the standard deviations (< 1 trades
-        diversity for fidelity).
+        diversity for fidelity). No component keeps a volume (``det L``) above the ``volume_quantile``
+        quantile of its group's: the widest clusters gather a few odd codes spread thin, and a Gaussian over
+        them fills the space between them with malformed digits (1 turns this off).
         """
         eye = torch.eye(self.latent_dim, device=mu.device, dtype=torch.float64)
         for g in range(len(self.mean)):
@@ -322,6 +325,12 @@ class FittedPrior(nn.Module):
                 self.weight[g, k] = len(mk) / len(m)
                 self.mean[g, k] = mk.mean(0).float()
                 self.chol[g, k] = (torch.linalg.cholesky(cov) * shrink).float()
+            used = self.weight[g] > 0
+            if volume_quantile < 1 and used.sum() > 1:
+                logdet = self.chol[g].diagonal(dim1=-2, dim2=-1).log().sum(-1)
+                cap = torch.quantile(logdet[used], volume_quantile)
+                scale = torch.exp((cap - logdet).clamp(max=0) / self.latent_dim)  # ≤ 1, equal in every direction
+                self.chol[g] *= torch.where(used, scale, torch.ones_like(scale))[:, None, None]
 
 
 def kmeans(x: torch.Tensor, k: int, iters: int = 30, seed: int = 0) -> torch.Tensor:

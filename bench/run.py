@@ -57,16 +57,18 @@ def train(script: str, out: Path, flags: list[str]) -> float:
     return time.perf_counter() - t0
 
 
-def refit_prior(src: Path, dst: Path, task: str, components: int, train: Split) -> None:
-    """Copy a trained submission folder and refit its prior to ``train`` with ``components`` Gaussians
-    (no retraining)."""
+def refit_prior(src: Path, dst: Path, task: str, train: Split, components: int | None = None,
+                **options: float) -> None:
+    """Copy a trained submission folder and refit its prior to ``train``, with ``components`` Gaussians (default:
+    as trained) and ``fit_prior`` ``options`` (no retraining)."""
     folder = TASKS[task].folder
     shutil.copytree(src / folder, dst / folder, ignore=shutil.ignore_patterns("*_state.pth"))
     shutil.copy(src / "submission.py", dst / "submission.py")
-    model, hp = load_model(dst / folder, dst / "submission.py", overrides={"components": components}, weights=False)
+    overrides = {"components": components} if components else None
+    model, hp = load_model(dst / folder, dst / "submission.py", overrides=overrides, weights=False)
     weights = checkpoint.load_checkpoint(dst / folder / "epoch.pth")["model_state_dict"]
     model.load_state_dict({k: v for k, v in weights.items() if not k.startswith("prior.")}, strict=False)
-    fit_class_prior(model, train.x, train.y, hp["training"]["prior_shrink"])
+    fit_class_prior(model, train.x, train.y, hp["training"]["prior_shrink"], **options)
     checkpoint.save_checkpoint(dst / folder / "epoch.pth", model.state_dict(), task=task,
                                model_class=hp["model_class"], model_kwargs=hp["model_kwargs"])
     checkpoint.write_hyperparameters(dst / folder / "hyperparameters.txt", hp)
@@ -212,8 +214,12 @@ def main(argv: list[str] | None = None) -> None:
     train_split = load_mnist("train")
     for task, seconds in (("vae", vae_s), ("gen", gen_s)):
         one = runs / "one_gaussian"
-        refit_prior(runs / "default", one, task, components=1, train=train_split)
+        refit_prior(runs / "default", one, task, train_split, components=1)
         models.append(("default conv, one-Gaussian prior", task, one, ROOT / "submission.py", seconds))
+        # ...and with every mixture component at its full width (no volume cap).
+        uncapped = runs / "no_volume_cap"
+        refit_prior(runs / "default", uncapped, task, train_split, volume_quantile=1.0)
+        models.append(("default conv, no volume cap", task, uncapped, ROOT / "submission.py", seconds))
 
     # -- grade: the real grade.py command on the defaults (timed), the same code in-process for the rest --
     t0 = time.perf_counter()

@@ -166,3 +166,27 @@ def test_submission_is_self_contained(root):
     assert imported <= {"torch", "numpy", "math", "__future__", "typing"}, imported
     probe = "import sys, submission; assert not [m for m in sys.modules if m.startswith('vaekit')]"
     subprocess.run([sys.executable, "-c", probe], cwd=root, check=True)
+
+
+def test_no_mixture_component_is_wider_than_the_volume_quantile():
+    torch.manual_seed(0)
+    centres = torch.tensor([[8.0, 0, 0], [0, 8.0, 0], [0, 0, 8.0], [-30.0, 0, 0]])
+    spread = torch.tensor([0.3, 0.4, 0.5, 3.0])  # the last: a few odd codes spread thin
+    which = torch.arange(4).repeat_interleave(torch.tensor([3000, 3000, 3000, 300]))
+    codes = centres[which] + spread[which, None] * torch.randn(len(which), 3)
+    logvar = torch.full_like(codes, -20.0)
+    free, capped = S.VAE(latent_dim=3, components=4).eval(), S.VAE(latent_dim=3, components=4).eval()
+    free.prior.fit(codes, logvar, torch.zeros(len(codes), dtype=torch.long), volume_quantile=1.0)
+    capped.prior.fit(codes, logvar, torch.zeros(len(codes), dtype=torch.long), volume_quantile=0.5)
+    logdet = {name: m.prior.chol[0].diagonal(dim1=-2, dim2=-1).log().sum(-1) for name, m in
+              (("free", free), ("capped", capped))}
+    wide = int(logdet["free"].argmax())
+    assert torch.allclose(free.prior.mean[0, wide], centres[3], atol=0.5)
+    assert float(logdet["free"][wide]) == pytest.approx(3 * math.log(3.0), abs=0.2)  # untouched without a cap
+    assert torch.all(logdet["capped"] <= torch.quantile(logdet["free"], 0.5) + 1e-5)
+    # Capped components shrink equally in every direction; the others, the means and weights stay.
+    ratio = capped.prior.chol[0, wide] / free.prior.chol[0, wide]
+    assert torch.allclose(ratio[free.prior.chol[0, wide] != 0], ratio[0, 0].expand(6), rtol=1e-4)
+    narrow = logdet["free"] <= torch.quantile(logdet["free"], 0.5)
+    assert torch.equal(capped.prior.chol[0, narrow], free.prior.chol[0, narrow])
+    assert torch.equal(capped.prior.mean, free.prior.mean) and torch.equal(capped.prior.weight, free.prior.weight)

@@ -129,7 +129,10 @@ def adversarial_loss(sub: ModuleType, critic: DecoderCritic, *, weight: float, v
         # Both gradients at the decoded images; the adversarial one scaled to `weight` times the reconstruction's.
         g_rec, = torch.autograd.grad(recon, fake, retain_graph=True)
         g_adv, = torch.autograd.grad(adv, fake, retain_graph=True)
-        scale = (weight * g_rec.norm() / (g_adv.norm() + 1e-8)).detach()
+        # Cross-entropy's gradient at a saturated pixel is unbounded ((p-x)/(p(1-p))), so under the Bernoulli
+        # likelihood the two are compared at the decoder's logits instead: each times dp/dlogit = p(1-p).
+        at = (fake * (1 - fake)).detach() if likelihood == "bernoulli" else 1
+        scale = (weight * (g_rec * at).norm() / ((g_adv * at).norm() + 1e-8)).detach()
         # A surrogate whose gradient is g_rec + scale·g_adv (one discriminator backward, not two) and whose
         # value is the loss it stands for.
         surrogate = (fake * (g_rec + scale * g_adv)).sum()

@@ -88,8 +88,9 @@ def make_loss(sub, args: argparse.Namespace):
 
 
 @torch.no_grad()
-def fit_class_prior(model: nn.Module, x: torch.Tensor, y: torch.Tensor, shrink: float) -> None:
-    """Fit the model's prior (one mixture, or one per digit) to the encoder's codes of the training set."""
+def fit_class_prior(model: nn.Module, x: torch.Tensor, y: torch.Tensor, shrink: float, **options: float) -> None:
+    """Fit the model's prior (one mixture, or one per digit) to the encoder's codes of the training set;
+    ``options`` go to ``fit_prior`` as they are (the kit's: ``volume_quantile``)."""
     model.eval()
     device = next(model.parameters()).device
     mus, logvars = [], []
@@ -97,7 +98,7 @@ def fit_class_prior(model: nn.Module, x: torch.Tensor, y: torch.Tensor, shrink: 
         mu, logvar = model.encode_latent(x[i:i + 2000].to(device), y[i:i + 2000].to(device))
         mus.append(mu)
         logvars.append(logvar)
-    model.fit_prior(torch.cat(mus), torch.cat(logvars), y.to(device), shrink=shrink)
+    model.fit_prior(torch.cat(mus), torch.cat(logvars), y.to(device), shrink=shrink, **options)
 
 
 def train(task: str, args: argparse.Namespace) -> Path:
