@@ -23,7 +23,7 @@ from torch import nn
 
 from .data import Split
 from .generation import model_device
-from .training import FitResult, fit
+from .training import FitResult, fit, fused_kernel
 
 spectral_norm = nn.utils.parametrizations.spectral_norm
 SHARPEN_NEEDS = ("encoder", "decoder", "encode_latent", "decode_latent", "prior")  # what a model must expose
@@ -36,7 +36,7 @@ class PatchDiscriminator(nn.Module):
     projection ``<embed(y), h>`` of the label onto each cell's features, so a sharp 3 asked to be a 7 scores low.
     """
 
-    def __init__(self, channels: int = 32, num_labels: int = 0):
+    def __init__(self, channels: int = 16, num_labels: int = 0):
         super().__init__()
         c = channels
         self.body = nn.Sequential(
@@ -63,13 +63,14 @@ class DecoderCritic:
     decodes once.
     """
 
-    def __init__(self, model: nn.Module, conditional: bool, *, channels: int = 32, lr: float = 4e-4,
+    def __init__(self, model: nn.Module, conditional: bool, *, channels: int = 16, lr: float = 4e-4,
                  seed: int = 0):
         torch.manual_seed(seed)
         self.conditional = conditional
-        self.disc = PatchDiscriminator(channels, 10 if conditional else 0).to(model_device(model))
+        device = model_device(model)
+        self.disc = PatchDiscriminator(channels, 10 if conditional else 0).to(device)
         self.disc.to(memory_format=torch.channels_last)
-        self.opt = torch.optim.Adam(self.disc.parameters(), lr=lr, betas=(0.5, 0.9))
+        self.opt = torch.optim.Adam(self.disc.parameters(), lr=lr, betas=(0.5, 0.9), fused=fused_kernel(device))
         self._fakes: tuple[torch.Tensor, ...] | None = None
 
     def labels(self, y: torch.Tensor) -> torch.Tensor | None:
@@ -145,8 +146,11 @@ def adversarial_loss(sub: ModuleType, critic: DecoderCritic, *, weight: float, v
 
 def sharpen_decoder(model: nn.Module, sub: ModuleType, train: Split, valid: Split, *, conditional: bool,
                     epochs: int, weight: float, lr: float, var: float, likelihood: str, batch_size: int,
-                    seed: int, device: torch.device, **fit_kwargs) -> FitResult:
+                    seed: int, device: torch.device, channels: int = 16, **fit_kwargs) -> FitResult:
     """Fine-tune ``model``'s decoder adversarially with encoder and prior frozen; returns the run's record.
+
+    ``channels``: the discriminator's width. 16 sharpens as much as 32 did (VAE fid ratio 13.26 against 13.36,
+    GenModel 4.64 against 4.65 on the same weights) in 30 % less time per step.
 
     The model must expose ``SHARPEN_NEEDS`` (a fitted ``prior`` with ``to_latent`` among them); the kit's ``VAE``
     and ``GenModel`` do.
@@ -158,11 +162,11 @@ def sharpen_decoder(model: nn.Module, sub: ModuleType, train: Split, valid: Spli
     frozen = [p for p in model.parameters() if p.requires_grad and id(p) not in in_decoder]
     for p in frozen:
         p.requires_grad_(False)
-    critic = DecoderCritic(model, conditional, seed=seed)
+    critic = DecoderCritic(model, conditional, channels=channels, seed=seed)
     try:
         return fit(model, adversarial_loss(sub, critic, weight=weight, var=var, likelihood=likelihood), train,
                    valid, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed + 1, device=device, critic=critic,
-                   keep="last", desc="sharpen", **fit_kwargs)
+                   keep="last", desc="sharpen", fused=True, **fit_kwargs)
     finally:
         for p in frozen:
             p.requires_grad_(True)

@@ -135,7 +135,7 @@ def train(task: str, args: argparse.Namespace) -> Path:
                  batch_size=args.batch_size, seed=args.seed, device=run.device, state_path=out / "train_state.pth",
                  resume=args.resume, time_budget=args.time_budget or None, max_steps=run.max_steps,
                  tensorboard=args.tensorboard or None, log_images=log_images if args.tensorboard else None,
-                 desc=task)
+                 desc=task, fused=True)
     if result.best_state is None:
         raise SystemExit("stopped before the first epoch finished: nothing to save.")
     if args.prior == "fitted" and hasattr(model, "fit_prior"):

