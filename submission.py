@@ -14,7 +14,8 @@ Contract (the course's harness and our ``grade.py`` both rely on it):
 Reading order: the two models (``VAE``, ``GenModel``), their networks, the loss (``vae_loss``). What only the
 trainer calls — ``encode_latent`` / ``decode_latent`` (the decoder's own z, trained against N(0, I)),
 ``fit_prior`` and the ``FittedPrior`` mixture itself — sits at the end of each class and in the titled
-section at the end of the file. The train scripts may also fine-tune the decoder adversarially after
+section at the end of the file; after it, how the decoder decodes faster when nothing is trained
+(``decode_layers_fast``). The train scripts may also fine-tune the decoder adversarially after
 training (``--sharpen-epochs``); that needs nothing from this file beyond ``encoder`` / ``decoder``.
 
 This file imports only torch: the course grader receives it alone, without our package.
@@ -197,6 +198,8 @@ class ConvDecoder(nn.Module):
         if onehot is not None:
             z = torch.cat([z, onehot], dim=1)
         h = self.fc(z).view(-1, 2 * self.c, 7, 7)
+        if not (self.training or torch.is_grad_enabled()):
+            return decode_layers_fast(self.deconv, h)  # the same map, faster: see the last section
         return torch.sigmoid(self.deconv(h))
 
 
@@ -351,3 +354,42 @@ def kmeans(x: torch.Tensor, k: int, iters: int = 30, seed: int = 0) -> torch.Ten
         counts = torch.bincount(assign, minlength=k).clamp(min=1).unsqueeze(1)
         centres = torch.zeros_like(centres).index_add_(0, assign, x) / counts
     return assign
+
+
+# ===================================================================================================
+# Inference speed: how ``ConvDecoder`` decodes when nothing differentiates through it (eval mode, no grad).
+# The same map from the same weights, equal to float rounding; training never runs it.
+# ===================================================================================================
+
+
+@torch.no_grad()
+def decode_layers_fast(deconv: nn.Sequential, h: torch.Tensor) -> torch.Tensor:
+    """``torch.sigmoid(deconv(h))`` for ``ConvDecoder.deconv`` in eval mode, computed faster (1.3x per decode
+    on 2 CPU cores). Change the decoder's layers and change this too, or drop the call: it is only speed.
+
+    * The batch norm, an affine map in eval mode, is folded into the first transposed convolution's weights
+      and bias: one pass less over the decoder's largest activation.
+    * The last layer runs in its sub-pixel form (Shi et al., 2016): one 2×2 convolution to the four output
+      phases, interleaved. Its transposed form with one output channel is a slow case for oneDNN on CPU
+      (5.4 ms per 250 images here; this form 1.5 ms).
+    """
+    up, bn, _, last = deconv  # ConvTranspose2d(4, 2, 1), BatchNorm2d, ReLU, ConvTranspose2d(4, 2, 1)
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    h = F.conv_transpose2d(h, up.weight * scale[None, :, None, None], (up.bias - bn.running_mean) * scale + bn.bias,
+                           stride=2, padding=1)
+    return torch.sigmoid_(subpixel_conv_transpose(torch.relu_(h), last.weight, last.bias))
+
+
+def subpixel_conv_transpose(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """``F.conv_transpose2d(x, weight, bias, stride=2, padding=1)`` for a 4×4 kernel, as one 2×2 convolution to
+    the four output phases, interleaved. Output row 2i + a reads input rows (i-1+a, i+a) through kernel rows
+    (3, 1) for a = 0 and (2, 0) for a = 1; columns likewise."""
+    n, _, h, w = x.shape
+    c_in, c = weight.shape[:2]
+    taps = torch.tensor([[3, 1], [2, 0]], device=weight.device)
+    phases = weight[:, :, taps[:, None, :, None], taps[None, :, None, :]]  # [in, out, a, b, r, s]
+    phases = phases.permute(2, 3, 1, 0, 4, 5).reshape(4 * c, c_in, 2, 2)
+    y = F.conv2d(x, phases, bias.repeat(4), padding=1).view(n, 2, 2, c, h + 1, w + 1)
+    # Phase (a, b) of the 2×2 window with top-left input (i-1+a, j-1+b) is output pixel (2i + a, 2j + b).
+    rows = [torch.stack([y[:, a, b, :, a:a + h, b:b + w] for b in (0, 1)], -1) for a in (0, 1)]
+    return torch.stack(rows, 3).reshape(n, c, 2 * h, 2 * w)

@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from scipy import stats
 
 import submission as S
@@ -190,3 +191,43 @@ def test_no_mixture_component_is_wider_than_the_volume_quantile():
     narrow = logdet["free"] <= torch.quantile(logdet["free"], 0.5)
     assert torch.equal(capped.prior.chol[0, narrow], free.prior.chol[0, narrow])
     assert torch.equal(capped.prior.mean, free.prior.mean) and torch.equal(capped.prior.weight, free.prior.weight)
+
+
+@pytest.mark.parametrize("c_in, c_out, h, w", [(32, 1, 14, 14), (3, 2, 5, 6)])
+def test_subpixel_form_equals_the_transposed_convolution(c_in, c_out, h, w):
+    torch.manual_seed(0)
+    x, weight, bias = torch.randn(4, c_in, h, w), torch.randn(c_in, c_out, 4, 4), torch.randn(c_out)
+    want = F.conv_transpose2d(x, weight, bias, stride=2, padding=1)
+    assert want.shape == (4, c_out, 2 * h, 2 * w)
+    for layout in (torch.contiguous_format, torch.channels_last):
+        got = S.subpixel_conv_transpose(x.contiguous(memory_format=layout), weight, bias)
+        assert torch.allclose(got, want, atol=1e-5), float((got - want).abs().max())
+
+
+@pytest.mark.parametrize("cls", ["VAE", "GenModel"])
+def test_inference_decodes_the_same_map_faster_and_training_never_sees_it(cls, monkeypatch):
+    torch.manual_seed(0)
+    model = getattr(S, cls)(latent_dim=8)
+    model.train()
+    for _ in range(3):  # batch-norm statistics and an affine that are not the identity
+        model.decode_latent(torch.randn(64, 8) * 2, torch.randint(0, 10, (64,)))
+    with torch.no_grad():
+        model.decoder.deconv[1].weight.uniform_(0.5, 2)
+        model.decoder.deconv[1].bias.normal_()
+    model.eval()
+    z, y = torch.randn(50, 8), torch.randint(0, 10, (50,))
+    plain = model.decode_latent(z, y)  # grad enabled: the layers themselves
+    assert plain.requires_grad
+    with torch.no_grad():
+        onehot = model._onehot(y, 50, z.device) if cls == "GenModel" else None
+        h = model.decoder.fc(torch.cat([z, onehot], 1) if onehot is not None else z).view(-1, 2 * model.decoder.c, 7, 7)
+        assert torch.allclose(S.decode_layers_fast(model.decoder.deconv, h), plain, atol=1e-5)
+        calls = []
+        real = S.decode_layers_fast
+        monkeypatch.setattr(S, "decode_layers_fast", lambda *a: calls.append(1) or real(*a))
+        fast_out = model.decode_latent(z, y)
+    assert calls == [1] and torch.allclose(fast_out, plain, atol=1e-5)
+    model.train()
+    with torch.no_grad():
+        model.decode_latent(z, y)
+    assert calls == [1]  # training mode (batch statistics) keeps the plain layers

@@ -1,8 +1,9 @@
 """Sampling and reconstruction through the ``submission.py`` contract — shared by training, grading and plots.
 
 Everything runs in ``eval()`` under ``torch.no_grad()`` with noise from a seeded ``torch.Generator``,
-in chunks of 250: small enough that a chunk's activations stay in cache (profiled: 2.3x faster decoding
-than chunks of 2000 together with ``fast_layout``) and memory stays flat whatever the sample count.
+in chunks of ``CHUNK`` images: memory stays flat whatever the sample count, and the chunk is the fastest
+measured for the default decoder on 2 CPU cores with ``fast_layout`` (medians of 5 interleaved runs of 10 000
+samples: 200 → 21 100/s, 250 → 20 800/s, 400 → 23 400/s, 500 → 23 600/s, 1000 → 23 300/s).
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 from torch import nn
+
+CHUNK = 500
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -29,7 +32,7 @@ def as_image_batch(out: torch.Tensor, n: int, what: str) -> torch.Tensor:
 
 
 @torch.no_grad()
-def sample(model: nn.Module, labels: torch.Tensor, latent_dim: int, seed: int, chunk: int = 250) -> torch.Tensor:
+def sample(model: nn.Module, labels: torch.Tensor, latent_dim: int, seed: int, chunk: int = CHUNK) -> torch.Tensor:
     """``decode(z, label)`` with ``z ~ N(0, I)`` from ``torch.Generator(seed)``; returns ``[N,1,28,28]``.
 
     Unconditional models ignore ``labels`` (the contract lets ``decode`` accept and drop them).
@@ -46,7 +49,7 @@ def sample(model: nn.Module, labels: torch.Tensor, latent_dim: int, seed: int, c
 
 @torch.no_grad()
 def encode_means(model: nn.Module, x: torch.Tensor, y: torch.Tensor, conditional: bool,
-                 chunk: int = 250) -> torch.Tensor:
+                 chunk: int = CHUNK) -> torch.Tensor:
     """``mu`` of ``encode(x[, y])`` as float32 ``[N, width]`` on CPU (the grader's encoding process)."""
     model.eval()
     device = model_device(model)
@@ -65,7 +68,7 @@ def encode_means(model: nn.Module, x: torch.Tensor, y: torch.Tensor, conditional
 
 @torch.no_grad()
 def decode_codes(model: nn.Module, mu: torch.Tensor, y: torch.Tensor, conditional: bool,
-                 chunk: int = 250) -> torch.Tensor:
+                 chunk: int = CHUNK) -> torch.Tensor:
     """``decode(mu[, y])`` in chunks; returns ``[N,1,28,28]`` on CPU (the grader's decoding process)."""
     model.eval()
     device = model_device(model)
@@ -78,7 +81,7 @@ def decode_codes(model: nn.Module, mu: torch.Tensor, y: torch.Tensor, conditiona
 
 
 def reconstruct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, conditional: bool,
-                chunk: int = 250) -> tuple[torch.Tensor, int]:
+                chunk: int = CHUNK) -> tuple[torch.Tensor, int]:
     """``decode(mu)`` with ``mu`` from ``encode(x)``; returns (images ``[N,1,28,28]``, the width of ``mu``).
 
     Using the encoder's mean (not ``forward``) means a model cannot pass its input straight through.

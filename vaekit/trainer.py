@@ -50,7 +50,7 @@ def train_parser(task: str, doc: str, defaults: dict[str, Any]) -> argparse.Argu
     p.add_argument("--sharpen-weight", type=float, default=1.0,
                    help="adversarial gradient at the decoded images (at their logits under the Bernoulli "
                    "likelihood), as a multiple of the reconstruction's")
-    p.add_argument("--sharpen-lr", type=float, default=2e-4, help="peak Adam learning rate of the fine-tuning")
+    p.add_argument("--sharpen-lr", type=float, default=5e-4, help="peak Adam learning rate of the fine-tuning")
     p.add_argument("--time-budget", type=float, default=0.0,
                    help="stop the VAE after the epoch that passes this many seconds (0 = no limit)")
     p.add_argument("--resume", action="store_true",
