@@ -27,20 +27,9 @@ def browser():
 
 @pytest.fixture(scope="module")
 def graded_batch(small_test, root, tmp_path_factory):
-    """The kit's default submission, a broken one, a label-permuted one and a pass-through one, graded."""
-    from bench.calibrate import cheat, degenerate
-    batch = tmp_path_factory.mktemp("class")
-    default = batch / "G1-honest"
-    default.mkdir()
-    shutil.copy(root / "submission.py", default)
-    for folder in ("VAEwolabel", "Genwithlabel"):
-        (default / folder).mkdir()
-        for name in ("epoch.pth", "hyperparameters.txt"):
-            shutil.copy(root / folder / name, default / folder)
-    shutil.copytree(default, batch / "G2-broken")
-    (batch / "G2-broken" / "Genwithlabel" / "epoch.pth").unlink()
-    degenerate(batch / "G3-permuted", default, "label_permuted", ("vae", "gen"), {})
-    cheat(batch / "G4-passthrough", "pass_through", ("vae", "gen"), None)
+    """The README's example class (default, broken, label-permuted, pass-through), graded."""
+    from bench.example_class import build
+    batch = build(tmp_path_factory.mktemp("class") / "class4", root)
     out = tmp_path_factory.mktemp("graded")
     r = subprocess.run([sys.executable, "grade.py", "--batch", str(batch), "--out", str(out), "-j", "2",
                         "--test-data", str(small_test), "--samples-per-label", "20"], cwd=root,
@@ -65,11 +54,11 @@ def names(page):
 
 def test_page_shows_errors_and_wrong_digits_and_sorts_and_filters(browser, graded_batch):
     page, errors = open_page(browser, graded_batch / "index.html")
-    assert names(page) == ["G1-honest", "G2-broken", "G3-permuted", "G4-passthrough"]
+    assert names(page) == ["G1-default", "G2-broken", "G3-label-permuted", "G4-pass-through"]
     broken = page.locator("tr", has_text="G2-broken")
     assert "missing epoch.pth in Genwithlabel/" in broken.inner_text() and broken.get_attribute("class") == "error"
     # The label-permuted generator's conditional accuracy stands in its row, next to the honest one's.
-    for name, low in (("G1-honest", False), ("G3-permuted", True)):
+    for name, low in (("G1-default", False), ("G3-label-permuted", True)):
         acc = json.loads((graded_batch / name / "Genwithlabel" / "grade_result.json").read_text())["cond_accuracy"]
         assert (acc < 0.1) if low else (acc > 0.9), (name, acc)
         assert f"{100 * acc:.1f} %" in page.locator("tr", has_text=name).inner_text()
@@ -82,10 +71,10 @@ def test_page_shows_errors_and_wrong_digits_and_sorts_and_filters(browser, grade
             for n in names(page)}
     header.click()
     shown = [fair[n] for n in names(page)]
-    assert shown == sorted(shown) and names(page)[-1] == "G1-honest"
+    assert shown == sorted(shown) and names(page)[-1] == "G1-default"
     header.click()
     shown = [fair[n] for n in names(page)]
-    assert shown == sorted(shown, reverse=True) and names(page)[0] == "G1-honest"
+    assert shown == sorted(shown, reverse=True) and names(page)[0] == "G1-default"
     # The error filter hides the error-free rows.
     page.check("input[value='error']")
     visible = page.eval_on_selector_all("table.grades tbody tr",
@@ -94,17 +83,17 @@ def test_page_shows_errors_and_wrong_digits_and_sorts_and_filters(browser, grade
     page.uncheck("input[value='error']")
     assert page.eval_on_selector_all("table.grades tbody tr", "rows => rows.filter(r => r.hidden).length") == 0
     # A detail section per submission with its per-class table and the full JSON.
-    page.click("a[href='#sub-G3-permuted']")
-    assert page.locator("#sub-G3-permuted table.per").count() == 1
-    page.locator("#sub-G3-permuted summary").last.click()  # the conditional task's grade_result.json
+    page.click("a[href='#sub-G3-label-permuted']")
+    assert page.locator("#sub-G3-label-permuted table.per").count() == 1
+    page.locator("#sub-G3-label-permuted summary").last.click()  # the conditional task's grade_result.json
     # The browser fires `toggle` in a later task, so wait for the handler to fill the block.
     from playwright.sync_api import expect
-    expect(page.locator("#sub-G3-permuted pre").last).to_contain_text('"cond_accuracy"', timeout=5000)
+    expect(page.locator("#sub-G3-label-permuted pre").last).to_contain_text('"cond_accuracy"', timeout=5000)
     assert errors == []
 
 
 def test_page_files_stay_small(graded_batch):
-    for sub in ("G1-honest", "G3-permuted"):
+    for sub in ("G1-default", "G3-label-permuted"):
         size = sum(f.stat().st_size for f in (graded_batch / sub).rglob("grade_*.png"))
         assert 0 < size <= 100_000, (sub, size)
 
