@@ -364,7 +364,7 @@ def kmeans(x: torch.Tensor, k: int, iters: int = 30, seed: int = 0) -> torch.Ten
 
 @torch.no_grad()
 def decode_layers_fast(deconv: nn.Sequential, h: torch.Tensor) -> torch.Tensor:
-    """``torch.sigmoid(deconv(h))`` for ``ConvDecoder.deconv`` in eval mode, computed faster (1.3x per decode
+    """``torch.sigmoid(deconv(h))`` for ``ConvDecoder.deconv`` in eval mode, computed faster (1.4x per decode
     on 2 CPU cores). Change the decoder's layers and change this too, or drop the call: it is only speed.
 
     * The batch norm, an affine map in eval mode, is folded into the first transposed convolution's weights
