@@ -167,12 +167,15 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--dry-run", action="store_true", help="every script with --dry-run (a smoke test); writes only "
-                   "under bench/runs/dry_run/")
-    p.add_argument("--out", default=None, help="results folder (default: bench/, or bench/runs/dry_run with --dry-run)")
+                   "under bench/runs/dry_run/ (or OUT)")
+    p.add_argument("--out", default=None, help="results folder, with the trained models under OUT/runs (default: "
+                   "bench/ and bench/runs/full, or bench/runs/dry_run for both with --dry-run)")
     args = p.parse_args(argv)
 
     runs = ROOT / "bench" / "runs" / ("dry_run" if args.dry_run else "full")
     out_dir = Path(args.out) if args.out else (runs if args.dry_run else ROOT / "bench")
+    if args.out:
+        runs = out_dir / "runs"
     shutil.rmtree(runs, ignore_errors=True)
     extra = ["--epochs", "1", "--time-budget", "1"] if args.dry_run else []
     subsets = ["--dry-run"] if args.dry_run else []

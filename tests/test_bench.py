@@ -1,0 +1,34 @@
+"""The benchmark end to end in its dry run: every training, ablation and grading step runs and lands in a row."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def test_bench_dry_run_fills_every_row_and_leaves_the_readme_alone(root, tmp_path):
+    readme = (root / "README.md").read_text()
+    r = subprocess.run([sys.executable, "bench/run.py", "--dry-run", "--out", str(tmp_path)], cwd=root,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    rows = {(row["model"], row["task"]): row for row in results["rows"]}
+    both = ("canonical MLP", "default conv", "default conv, no sharpening", "default conv, one-Gaussian prior",
+            "default conv, no volume cap")
+    expected = {(m, t) for t in ("vae", "gen") for m in both}
+    expected |= {("default conv, N(0,I) prior", "gen"), ("conditional GAN (labs/cgan.py)", "gen")}
+    assert set(rows) == expected
+    for row in rows.values():
+        assert row.get("error") is None, row
+        assert row["samples_per_s"] > 0 and row["train_s"] > 0 and row["train_x"] > 0
+        assert row["fid_ratio"] > 0 and row["fid_ratio_recon"] > 0 and 0 < row["ssim"] <= 1
+    # Each default training is bracketed by the yardstick, and its rows divide by the bracket's mean.
+    assert set(results["machine"]["canonical_s"]) == {"vae", "gen"}
+    table = (tmp_path / "results.md").read_text()
+    assert sum(line.startswith("| ") for line in table.splitlines()) == len(rows) + 1  # the header and the rows
+    assert "× canonical" in table
+    assert (tmp_path / "runs" / "default" / "VAEwolabel" / "epoch.pth").exists()
+    assert (root / "README.md").read_text() == readme  # a dry run never rewrites the README's table
