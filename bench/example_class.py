@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from bench.browser import CHROMIUM, launch
 from bench.calibrate import cheat, degenerate
 from vaekit.paths import ROOT
 
@@ -39,7 +40,7 @@ def build(batch: Path, root: Path = ROOT) -> Path:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--chromium", default="/usr/bin/chromium", help="the browser that takes the screenshot")
+    p.add_argument("--chromium", default=CHROMIUM, help="the browser that takes the screenshot")
     p.add_argument("--out", default=str(ROOT / "docs" / "grade_page.png"), help="the screenshot")
     p.add_argument("--size", default="1700x900", help="the browser window, WIDTHxHEIGHT pixels")
     args = p.parse_args(argv)
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=args.chromium, args=["--no-sandbox", "--disable-gpu"])
+        browser = launch(pw, args.chromium)
         page = browser.new_page(viewport={"width": width, "height": height})
         page.goto((graded / "index.html").as_uri())
         page.wait_for_load_state("load")

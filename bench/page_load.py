@@ -1,6 +1,6 @@
 """How fast the grade page opens for a large class: a synthetic batch of copies of one graded submission.
 
-    python bench/page_load.py graded/G1 --n 200     # a folder grade.py wrote (grade_result.json + previews)
+    python -m bench.page_load graded/G1 --n 200     # a folder grade.py wrote (grade_result.json + previews)
 
 Writes bench/runs/page_load/index.html with N rows and prints the browser's own timings (Chromium through
 Playwright): DOMContentLoaded, load, the main thread's work (task, script, layout and style seconds), a sort and a
@@ -15,6 +15,7 @@ import shutil
 import time
 from pathlib import Path
 
+from bench.browser import CHROMIUM, launch
 from vaekit.course import TASKS
 from vaekit.gradepage import write_page
 from vaekit.paths import ROOT
@@ -25,7 +26,7 @@ def main(argv: list[str] | None = None) -> None:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("graded", help="one graded submission folder (with VAEwolabel/ and Genwithlabel/)")
     p.add_argument("--n", type=int, default=200, help="submissions on the page")
-    p.add_argument("--chromium", default="/usr/bin/chromium", help="the browser to measure in")
+    p.add_argument("--chromium", default=CHROMIUM, help="the browser to measure in")
     args = p.parse_args(argv)
 
     src, out = Path(args.graded), ROOT / "bench" / "runs" / "page_load"
@@ -45,8 +46,7 @@ def main(argv: list[str] | None = None) -> None:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=args.chromium, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"])
+        browser = launch(pw, args.chromium)
         page = browser.new_page()
         cdp = page.context.new_cdp_session(page)
         cdp.send("Performance.enable")

@@ -172,10 +172,9 @@ def main(argv: list[str] | None = None) -> None:
                    "bench/ and bench/runs/full, or bench/runs/dry_run for both with --dry-run)")
     args = p.parse_args(argv)
 
-    runs = ROOT / "bench" / "runs" / ("dry_run" if args.dry_run else "full")
-    out_dir = Path(args.out) if args.out else (runs if args.dry_run else ROOT / "bench")
-    if args.out:
-        runs = out_dir / "runs"
+    default_runs = ROOT / "bench" / "runs" / ("dry_run" if args.dry_run else "full")
+    out_dir = Path(args.out) if args.out else (default_runs if args.dry_run else ROOT / "bench")
+    runs = out_dir / "runs" if args.out else default_runs
     shutil.rmtree(runs, ignore_errors=True)
     extra = ["--epochs", "1", "--time-budget", "1"] if args.dry_run else []
     subsets = ["--dry-run"] if args.dry_run else []

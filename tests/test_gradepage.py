@@ -1,7 +1,6 @@
 """The batch grade page, opened in a real headless browser (Playwright driving the system's Chromium)."""
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -9,18 +8,16 @@ from pathlib import Path
 import pytest
 
 pytestmark = pytest.mark.slow
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync"]
 
 
 @pytest.fixture(scope="module")
 def browser():
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e .[dev])")
+    from bench.browser import CHROMIUM, launch
     if CHROMIUM is None:
         pytest.skip("no chromium browser here (apt-get install chromium)")
     with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        b = launch(p)
         yield b
         b.close()
 
