@@ -8,8 +8,11 @@
 The submission's code runs only inside a bubblewrap sandbox (no network, no files of the grader), in two
 processes per task: one encodes the test images, a fresh one decodes codes and noise.
 
-Writes <out>/<task folder>/grade_result.json. Exit status 0 whenever grading ran, even if a submission
-failed (its error is in the JSON); 2 for misuse of the command.
+The course fields (ssim, mse, fid, score) replay the course's own inference and grading on the same files;
+split.* are the same formulas on the sandboxed encode/decode path, and fair_score rests on the lower of the two.
+
+Writes <out>/<task folder>/grade_result.json. Exit status: 0 when every task of every submission was graded,
+1 when any task failed (its error is in its JSON and in the summary), 2 for misuse of the command.
 """
 
 from __future__ import annotations
@@ -37,13 +40,19 @@ def summary(name: str, results: dict[str, dict]) -> str:
             continue
         extra = (f"cond_acc {r['cond_accuracy']:.4f}  " if task == "gen"
                  else f"hist_dev {r['histogram_max_deviation']:.2f}  ")
-        fid = f"fid {r['fid']:.4f}  " if r.get("fid") is not None else ""
-        lines.append(f"  {task:4s} course {r['score']:.2f}/{r['max_score']:.0f}  fair {r['fair_score']:.2f}  "
-                     f"ssim {r['ssim']:.4f}  mse {r['mse']:.5f}  {fid}{extra}fid_ratio {r['fid_ratio']:.2f}  "
+        course = " ".join(f"{k} {r[k]:.{d}f}" for k, d in (("ssim", 4), ("mse", 5), ("fid", 4)) if r.get(k) is not None)
+        lines.append(f"  {task:4s} course {r['score']:.2f}/{r['max_score']:.0f} ({course or 'not graded'})  "
+                     f"fair {r['fair_score']:.2f}  split ssim {r['split']['ssim']:.4f}  {extra}"
+                     f"fid_ratio {r['fid_ratio']:.2f}  "
                      f"diversity {r['diversity']:.3f}  memorization {r['memorization']:.3f}  "
                      f"latent {r['latent_dim']}  isolation {r['isolation']}  ({r['timing']['total_s']:.0f} s)")
         lines += [f"       warning: {w}" for w in r.get("warnings", [])]
     return "\n".join(lines)
+
+
+def exit_status(results: list[dict]) -> int:
+    """0 when every task was graded, 1 when any failed."""
+    return 1 if any(r.get("error") for r in results) else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
                    "sha256-pinned vaekit/assets/classifier.pt)")
     p.add_argument("--seed", type=int, default=DEFAULT.seed, help="seed of the sampling noise")
     p.add_argument("--samples-per-label", type=int, default=DEFAULT.per_label,
-                   help="generated images per digit (course: 1000)")
+                   help="generated images per digit for the classifier metrics (the course fields always replay "
+                   "the course's own 10 / 100 per digit)")
     p.add_argument("--timeout", type=float, default=DEFAULT.timeout,
                    help="seconds for each process that runs the submission's code (two per task)")
     p.add_argument("--memory-gb", type=float, default=DEFAULT.memory_gb,
@@ -102,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         page = write_page(out / "index.html", graded, [f"{name}/" for name, _ in graded], f"Grades of {batch.name}")
         print(f"wrote {out}/<name>/<task>/grade_result.json, {out}/grades.csv and {page} for {len(graded)} "
               "submissions")
-        return 0
+        return exit_status([r for _, results in graded for r in results.values()])
 
     sub = Path(args.submission)
     if not sub.exists():
@@ -113,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     page = write_page(out / "grade_report.html", [(sub.resolve().name, results)], [""], f"Grade of {sub}")
     print("wrote " + ", ".join(str(out / r["folder"] / "grade_result.json") for r in results.values())
           + f" and {page} (open it in a browser)")
-    return 0
+    return exit_status(list(results.values()))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ is missing, failed, or stale.
 
 Layout: VAEwolabel/{epoch.pth, hyperparameters.txt, grade_result.json}, Genwithlabel/{same},
 submission.py, report.pdf (taken from report/report.pdf). A grade is stale when the epoch.pth it graded
-(sha256 recorded by grade.py) is not the one on disk; regrade with `python grade.py`.
+(sha256 recorded by grade.py) is not the one on disk; regrade with `python grade.py`. Each model is also
+loaded the course's way (built from latent_dim alone, weights loaded strictly, one 0-dim-label decode).
 """
 
 from __future__ import annotations
@@ -17,8 +18,11 @@ import sys
 import zipfile
 from pathlib import Path
 
-from vaekit.checkpoint import file_sha256
-from vaekit.course import HANDIN_FILES, TASKS
+import torch
+
+from vaekit import contract
+from vaekit.checkpoint import CheckpointError, file_sha256, read_hyperparameters
+from vaekit.course import HANDIN_FILES, TASKS, SubmissionError, load_submission
 from vaekit.paths import ROOT
 
 
@@ -30,12 +34,42 @@ def layout(root: Path) -> dict[str, Path]:
     return files
 
 
+def course_load_problems(root: Path) -> list[str]:
+    """Each task loaded the course's way: ``VAE(latent_dim=d)`` / ``GenModel(latent_dim=d)`` from submission.py,
+    ``torch.load(epoch.pth)["model_state_dict"]`` loaded strictly, one ``decode(torch.randn(1, d), torch.tensor(0))``.
+    A model the course's harness cannot load or sample scores 0 there, however well it grades here."""
+    try:
+        sub = load_submission(root / "submission.py")
+    except SubmissionError as e:
+        return [f"submission.py: {e}"]
+    found = []
+    for spec in TASKS.values():
+        folder = root / spec.folder
+        if not ((folder / "epoch.pth").is_file() and (folder / "hyperparameters.txt").is_file()):
+            continue  # reported as missing
+        try:
+            latent_dim = read_hyperparameters(folder / "hyperparameters.txt")["latent_dim"]
+            model = contract.build(sub, spec.name, latent_dim)
+            state = torch.load(folder / "epoch.pth", map_location="cpu", weights_only=True)["model_state_dict"]
+            try:
+                model.load_state_dict(state)
+            except RuntimeError as e:
+                raise CheckpointError(f"{spec.model_class}(latent_dim={latent_dim}).load_state_dict failed "
+                                      f"({str(e).strip().splitlines()[0]} …): keep every size but latent_dim as a "
+                                      "default in submission.py, then retrain") from e
+            contract.decode_one(model.eval(), latent_dim, 0)
+        except (SubmissionError, CheckpointError, KeyError, OSError, RuntimeError) as e:
+            found.append(f"{spec.folder}/: the course's harness cannot use this model: {e}")
+    return found
+
+
 def problems(root: Path) -> list[str]:
-    """Everything that would make the zip incomplete, failed or stale."""
+    """Everything that would make the zip incomplete, failed, stale, or unloadable by the course."""
     found = []
     for arcname, path in layout(root).items():
         if not path.is_file():
             found.append(f"{arcname}: missing ({path.relative_to(root)})")
+    found += course_load_problems(root)
     for folder in (t.folder for t in TASKS.values()):
         result_path, ckpt = root / folder / "grade_result.json", root / folder / "epoch.pth"
         if not (result_path.is_file() and ckpt.is_file()):

@@ -63,10 +63,11 @@ def bank(split, n: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
 
 def degenerate(out: Path, base: Path, mode: str, tasks: tuple[str, ...], images: dict) -> Path:
     """The honest submission at ``base`` with a degenerate sampler appended (``mode``)."""
-    source = (base / "submission.py").read_text() + "\n\n" + set_constants(PATCH.read_text(), MODE=mode)
+    x, y = images.get(mode, (torch.zeros(1, 784, dtype=torch.uint8), torch.zeros(1, dtype=torch.long)))
+    source = (base / "submission.py").read_text() + "\n\n" + set_constants(PATCH.read_text(), MODE=mode,
+                                                                           BANK_SIZE=len(x))
     out.mkdir(parents=True, exist_ok=True)
     (out / "submission.py").write_text(source)
-    x, y = images.get(mode, (torch.zeros(1, 784, dtype=torch.uint8), torch.zeros(1, dtype=torch.long)))
     for task in tasks:
         model, hp = load_model(base / TASKS[task].folder, base / "submission.py")
         state = {**model.state_dict(), "copy_bank": x, "copy_labels": y}
@@ -77,9 +78,10 @@ def degenerate(out: Path, base: Path, mode: str, tasks: tuple[str, ...], images:
 def cheat(out: Path, attack: str, tasks: tuple[str, ...], test_bank: tuple, **constants) -> Path:
     """The red team's submission with ``ATTACK = attack``."""
     out.mkdir(parents=True, exist_ok=True)
-    (out / "submission.py").write_text(set_constants(CHEAT.read_text(), ATTACK=attack, **constants))
     x, y = test_bank if attack == "weights_lookup" else (torch.zeros(1, 784, dtype=torch.uint8),
                                                           torch.zeros(1, dtype=torch.long))
+    (out / "submission.py").write_text(set_constants(CHEAT.read_text(), ATTACK=attack, BANK_SIZE=len(x),
+                                                     **constants))
     latent = 784 if attack == "pass_through" else 1
     for task in tasks:
         write_task(out / TASKS[task].folder, task, {"bank": x, "bank_labels": y},

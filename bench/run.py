@@ -42,8 +42,8 @@ from vaekit.trainer import fit_class_prior
 
 PY = sys.executable
 MLP = ROOT / "bench" / "mlp_submission.py"
-MLP_FLAGS = ["--submission", str(MLP), "--likelihood", "bernoulli", "--latent-dim", "20", "--lr", "1e-3",
-             "--batch-size", "128", "--epochs", "1000", "--hidden", "400", "--prior", "standard"]
+MLP_FLAGS = ["--submission", str(MLP), "--latent-dim", "20", "--lr", "1e-3", "--batch-size", "128", "--epochs",
+             "1000", "--prior", "standard"]
 COLUMNS = [("model", "model"), ("task", "task"), ("train_s", "train s"), ("train_x", "× canonical"),
            ("epochs", "epochs"), ("score", "course score"), ("cond_accuracy", "cond acc"),
            ("fid_ratio", "fid ratio samples"), ("fid_ratio_recon", "fid ratio recon"), ("diversity", "diversity"),
@@ -90,7 +90,7 @@ def canonical_seconds(dry_run: bool) -> float:
 
     def loss_fn(m, x, y):
         recon, mu, logvar = m(x)
-        return mlp.vae_loss(recon, x, mu, logvar, likelihood="bernoulli")
+        return {"loss": mlp.vae_loss(recon, x, mu, logvar)}
 
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
@@ -105,7 +105,7 @@ def canonical_seconds(dry_run: bool) -> float:
 def recon_ceiling(judge: Judge, folder: Path, submission: Path, task: str, train: Split) -> float:
     """fid_ratio of ``decode(encode(x))`` for the first 10 000 training images (in-process: our own models)."""
     model, _ = load_model(folder, submission)
-    images, _ = reconstruct(model, train.x[:10000], train.y[:10000], TASKS[task].conditional)
+    images, _ = reconstruct(model, train.x[:10000], train.y[:10000])
     return reconstruction_fid_ratio(judge, quantize(images), train.y[:10000].numpy(), TASKS[task].conditional)
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import shutil
+import re
 import time
 from pathlib import Path
 
@@ -204,7 +204,9 @@ def main(argv: list[str] | None = None) -> None:
                             "stopped_by": stopped_by, "gan_seconds": round(gan_s, 1), "wall_time_s": round(seconds, 1),
                             "encoder_valid": {k: round(v, 4) for k, v in enc.history[-1].items()
                                               if k.startswith("valid_")} if enc.history else {}})
-    shutil.copy(SUBMISSION, out / "submission.py")
+    # The width as the copy's default: the course builds GenModel(latent_dim=d) and loads the weights strictly.
+    (out / "submission.py").write_text(re.sub(r"^CHANNELS = \d+", f"CHANNELS = {args.channels}",
+                                              SUBMISSION.read_text(), count=1, flags=re.M))
     print(f"{len(history)} GAN epochs in {gan_s:.0f} s ({stopped_by}), {seconds:.0f} s in all. "
           f"Wrote {out}/submission.py and {folder}/epoch.pth, hyperparameters.txt, samples.png, reconstructions.png")
 

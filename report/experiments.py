@@ -49,7 +49,6 @@ def main(argv: list[str] | None = None) -> None:
             cmd = [sys.executable, "train_vae.py", "--submission", str(ARCH_FILES[arch]), "--epochs", "1000",
                    "--time-budget", str(args.budget), "--out", str(folder / "VAEwolabel")]
             cmd += [f"--{k.replace('_', '-')}={v}" for k, v in flags.items()]
-            cmd += ["--hidden", "400"] if arch == "mlp" else []
             subprocess.run(cmd, cwd=ROOT, check=True)  # train_vae.py's own defaults for everything else
             (folder / "submission.py").write_text(ARCH_FILES[arch].read_text())
             graded = grade_submission(judge, folder, folder / "graded", ["vae"], settings)["vae"]

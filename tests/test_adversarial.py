@@ -28,11 +28,11 @@ def test_adversarial_term_is_scaled_to_weight_times_the_reconstruction_gradient(
     model = S.GenModel(latent_dim=4, channels=8, hidden=16, components=1).train()
     critic = DecoderCritic(model, conditional=True, channels=8)
     data = _toy(16)
-    loss_fn = adversarial_loss(S, critic, weight=0.7, var=0.01, likelihood="gaussian")
+    loss_fn = adversarial_loss(S, critic, weight=0.7, var=0.01)
     critic.step(model, data.x, data.y)
     fake, labels, mu, logvar = critic._fakes  # what loss_fn will take
     terms = loss_fn(model, data.x, data.y)
-    recon = S.vae_loss(fake[:16], data.x, mu, logvar, var=0.01)["recon"]
+    recon = S.vae_loss_terms(fake[:16], data.x, mu, logvar, var=0.01)["recon"]
     g_rec = torch.autograd.grad(recon, fake, retain_graph=True)[0]
     g_adv = torch.autograd.grad(-critic.disc(fake, labels).mean(), fake, retain_graph=True)[0]
     # rel 1e-3: spectral norm's power iteration moves the discriminator's weights a hair on each forward.
@@ -43,29 +43,6 @@ def test_adversarial_term_is_scaled_to_weight_times_the_reconstruction_gradient(
     # In validation (no grad) only the reconstruction term is reported.
     with torch.no_grad():
         assert set(loss_fn(model.eval(), data.x, data.y)) == {"loss", "recon"}
-
-
-def test_bernoulli_weight_is_taken_at_the_logits_so_saturated_pixels_cannot_blow_it_up():
-    # Regression: measured at the images, cross-entropy's (p-x)/(p(1-p)) at a few saturated pixels made the
-    # adversarial weight ~1e11 and the decoder diverge within an epoch.
-    torch.manual_seed(0)
-    model = S.VAE(latent_dim=4, channels=8, hidden=16, components=1).train()
-    critic = DecoderCritic(model, conditional=False, channels=8)
-    data = _toy(16)
-    data.x[0, 0, 0, :3] = 0
-    logits = torch.randn(24, 1, 28, 28)
-    logits[0, 0, 0, :3] = 12.0  # three pixels at p ≈ 1 - 6e-6 where the digit is 0
-    fake = torch.sigmoid(logits.requires_grad_())
-    critic._fakes = (fake, torch.cat([data.y, data.y[:8]]), torch.zeros(16, 4), torch.zeros(16, 4))
-    terms = adversarial_loss(S, critic, weight=1.0, var=0.01, likelihood="bernoulli")(model, data.x, data.y)
-    recon = S.vae_loss(fake[:16], data.x, torch.zeros(16, 4), torch.zeros(16, 4), likelihood="bernoulli")["recon"]
-    g_rec = torch.autograd.grad(recon, fake, retain_graph=True)[0]
-    g_adv = torch.autograd.grad(-critic.disc(fake).mean(), fake, retain_graph=True)[0]
-    at = (fake * (1 - fake)).detach()
-    at_logits = float((g_rec * at).norm() / ((g_adv * at).norm() + 1e-8))
-    assert float(terms["adv_scale"]) == pytest.approx(at_logits, rel=1e-3)
-    assert at_logits < 1e-2 * float(g_rec.norm() / g_adv.norm())  # what the weight at the images would be
-    assert torch.isfinite(terms["loss"])
 
 
 def test_surrogate_gradient_is_exact_for_fixed_fakes():
@@ -99,7 +76,7 @@ def test_sharpen_changes_only_the_decoder(cls, conditional):
     model.fit_prior(mu, logvar, data.y if conditional else None)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     res = sharpen_decoder(model, S, data, data, conditional=conditional, epochs=2, weight=1.0, lr=1e-3,
-                          var=0.01, likelihood="gaussian", batch_size=16, seed=0, device=torch.device("cpu"))
+                          var=0.01, batch_size=16, seed=0, device=torch.device("cpu"))
     after = model.state_dict()
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed and all(k.startswith("decoder.") for k in changed), changed
@@ -110,4 +87,4 @@ def test_sharpen_changes_only_the_decoder(cls, conditional):
 def test_sharpen_needs_the_kit_model_interface():
     with pytest.raises(ValueError, match="needs model.encoder"):
         sharpen_decoder(torch.nn.Linear(2, 2), S, _toy(8), _toy(8), conditional=False, epochs=1, weight=1.0,
-                        lr=1e-3, var=0.01, likelihood="gaussian", batch_size=4, seed=0, device=torch.device("cpu"))
+                        lr=1e-3, var=0.01, batch_size=4, seed=0, device=torch.device("cpu"))

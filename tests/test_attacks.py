@@ -129,13 +129,18 @@ def test_blocked_attacks_come_back_blank_through_batch_cli(root, small_test, hid
     for attack in BLOCKED:
         make_cheat(batch / attack, attack, PORT=port, HOST_DIR=str(host_dir))
     cmd = [sys.executable, "grade.py", "--batch", str(batch), "--out", str(tmp_path / "graded"), "-j", "2",
-           "--test-data", str(test_data), "--samples-per-label", "20", "--isolation", "required"]
+           "--test-data", str(test_data), "--samples-per-label", "20", "--isolation", "required", "--tasks", "vae"]
     r = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr[-2000:]
-    for attack in BLOCKED:
-        res = json.loads((tmp_path / "graded" / attack / "VAEwolabel" / "grade_result.json").read_text())
+    results = {a: json.loads((tmp_path / "graded" / a / "VAEwolabel" / "grade_result.json").read_text())
+               for a in BLOCKED}
+    assert r.returncode == (1 if any(res["error"] for res in results.values()) else 0), r.stderr[-2000:]
+    for attack, res in results.items():
         assert res["isolation"] == "bubblewrap"
-        assert res["error"] is not None or res["ssim"] < BLANK_SSIM, (attack, res.get("ssim"))
+        # The isolated path comes back blank. (The course replay's forward, given the images in one process,
+        # may hand them straight back, as the course's own harness would let it: that is flagged, not rewarded.)
+        assert res["error"] is not None or res["split"]["ssim"] < BLANK_SSIM, (attack, res["split"])
+        if res["error"] is None and res["ssim"] > 0.9:
+            assert any("forward passes more than the code" in f for f in res["flags"]), attack
         assert res["fair_score"] < 0.5, attack
     assert received == []  # nothing reached the loopback server
     assert list(host_dir.iterdir()) == []  # nothing written outside

@@ -113,6 +113,9 @@ def test_histogram_and_fair_score():
     assert metrics.fair_score({**honest, "fid_ratio": 29.0}) == 30.0
     # Copies through a full-size code are what it carries honestly.
     assert metrics.fair_factors({**bad, "latent_dim": 784})["reconstruction"] == 1.0
+    # The course score rests on forward(x, labels); the isolated path's score, where lower, is what counts.
+    assert metrics.fair_score({**honest, "split": {"score": 12.5}}) == 12.5
+    assert metrics.fair_score({**honest, "score": 8.0, "split": {"score": 12.5}}) == 8.0
 
 
 @pytest.mark.parametrize("key,worse", [("label_factor", 0.2), ("diversity_within_class", 0.1),

@@ -67,3 +67,21 @@ def test_group_zero_is_a_valid_group(root, tmp_path):
     assert "G0-FINAL.zip" in r.stderr and "--group" not in r.stderr  # refused for missing files, not the number
     r = subprocess.run([sys.executable, "pack.py", "--group", "-1"], cwd=root, capture_output=True, text=True)
     assert r.returncode == 2 and "0 or more" in r.stderr
+
+
+def test_pack_refuses_a_model_the_course_cannot_load(root, judge, good, tmp_path):
+    """Grades fine here (hyperparameters.txt records every size), but the course builds GenModel(latent_dim=d)
+    from submission.py's defaults alone: a default changed after training makes its strict load fail."""
+    sub = tmp_path / "sub"
+    shutil.copytree(good, sub)
+    (sub / "report").mkdir()
+    (sub / "report" / "report.pdf").write_bytes(b"%PDF-1.4\n%%EOF\n")
+    grade_submission(judge, sub, sub, ["vae", "gen"], GradeSettings(per_label=20, timeout=60))
+    source = (sub / "submission.py").read_text()
+    (sub / "submission.py").write_text(source.replace("hidden: int = 256, components: int = 30",
+                                                      "hidden: int = 128, components: int = 30"))
+    r = run_pack(root, sub)
+    assert r.returncode == 1 and not (sub / "G7-FINAL.zip").exists()
+    assert "Genwithlabel/: the course's harness cannot use this model" in r.stderr
+    assert "GenModel(latent_dim=4).load_state_dict failed" in r.stderr and "default in submission.py" in r.stderr
+    assert "VAEwolabel/: the course" not in r.stderr

@@ -123,26 +123,26 @@ def test_vae_loss_matches_hand_computation():
     recon = torch.full((2, 784), 0.5)
     mu = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
     logvar = torch.tensor([[0.0, math.log(2.0)], [0.0, 0.0]])
-    terms = S.vae_loss(recon, x, mu, logvar, var=0.5)
+    terms = S.vae_loss_terms(recon, x, mu, logvar, var=0.5)
     # Squared error: each image 784 * 0.25 = 196; sum 392; / (2 * 0.5) / batch 2 = 196.
     assert terms["recon"].item() == pytest.approx(196.0)
     # KL per dim: 0.5 * (mu² + σ² - 1 - log σ²): (0.5 + 0.5(2-1-log2)) + (2.0) = 0.5 + 0.1534 + 2.0; / 2
     expected_kl = (0.5 + 0.5 * (1 - math.log(2.0)) + 2.0) / 2
     assert terms["kl"].item() == pytest.approx(expected_kl, rel=1e-5)
     assert terms["loss"].item() == pytest.approx(196.0 + expected_kl, rel=1e-6)
+    # vae_loss is the course's: one scalar tensor, the same total, backpropagated as the course's trainer does.
+    mu.requires_grad_(True)
+    loss = S.vae_loss(recon, x, mu, logvar, var=0.5)
+    assert isinstance(loss, torch.Tensor) and loss.dim() == 0
+    assert loss.item() == pytest.approx(196.0 + expected_kl, rel=1e-6)
+    loss.backward()
+    assert torch.allclose(mu.grad, mu.detach() / 2)  # d KL / d mu = mu, averaged over the batch of 2
 
 
-def test_vae_loss_bernoulli_and_errors():
-    x = torch.tensor([[1.0, 0.0] * 392])
-    recon = torch.full((1, 784), 0.25)
-    mu = logvar = torch.zeros(1, 2)
-    t = S.vae_loss(recon, x, mu, logvar, likelihood="bernoulli")
-    assert t["recon"].item() == pytest.approx(392 * (-math.log(0.25) - math.log(0.75)), rel=1e-5)
-    assert t["kl"].item() == 0.0
-    with pytest.raises(ValueError, match="likelihood"):
-        S.vae_loss(recon, x, mu, logvar, likelihood="laplace")
+def test_vae_loss_rejects_a_non_positive_variance():
+    recon, x, mu = torch.full((1, 784), 0.25), torch.zeros(1, 784), torch.zeros(1, 2)
     with pytest.raises(ValueError, match="var must be positive"):
-        S.vae_loss(recon, x, mu, logvar, var=0.0)
+        S.vae_loss(recon, x, mu, mu, var=0.0)
 
 
 def test_gaussian_kl_closed_form_against_numeric_integral():

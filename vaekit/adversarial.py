@@ -1,6 +1,6 @@
 """Adversarial fine-tuning of a trained VAE's decoder: the same codes, sharper digits.
 
-A Gaussian (or Bernoulli) likelihood makes the decoder return the *mean* of every digit a code could stand
+A Gaussian likelihood makes the decoder return the *mean* of every digit a code could stand
 for, so strokes blur; a classifier's features see that blur as distance from real digits. After the VAE has
 trained and its prior is fitted, the encoder and the prior are frozen and only the decoder keeps learning,
 now also against a small patch discriminator (hinge loss, spectral norm — Miyato et al., 2018; a label
@@ -21,12 +21,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .contract import SHARPEN_NEEDS, TERMS_FUNCTION
 from .data import Split
 from .generation import model_device
 from .training import FitResult, fit, fused_kernel
 
 spectral_norm = nn.utils.parametrizations.spectral_norm
-SHARPEN_NEEDS = ("encoder", "decoder", "encode_latent", "decode_latent", "prior")  # what a model must expose
 
 
 class PatchDiscriminator(nn.Module):
@@ -118,23 +118,20 @@ def frozen_codes(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[to
     return model.encode_latent(x, y)
 
 
-def adversarial_loss(sub: ModuleType, critic: DecoderCritic, *, weight: float, var: float, likelihood: str):
-    """``loss_fn(model, x, y)`` for the decoder: the submission's reconstruction term plus the adaptively
-    weighted hinge generator loss. In validation (no grad) it is the reconstruction term alone."""
+def adversarial_loss(sub: ModuleType, critic: DecoderCritic, *, weight: float, var: float):
+    """``loss_fn(model, x, y)`` for the decoder: the submission's reconstruction term (``vae_loss_terms``'s
+    ``recon``) plus the adaptively weighted hinge generator loss. In validation (no grad) the first alone."""
 
     def loss_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         fake, labels, mu, logvar = critic.take_fakes(model, x, y)
-        recon = sub.vae_loss(fake[:len(x)], x, mu, logvar, var=var, likelihood=likelihood)["recon"]
+        recon = sub.vae_loss_terms(fake[:len(x)], x, mu, logvar, var=var)["recon"]
         if not torch.is_grad_enabled():
             return {"loss": recon, "recon": recon}
         adv = -critic.disc(fake, critic.labels(labels)).mean()
         # Both gradients at the decoded images; the adversarial one scaled to `weight` times the reconstruction's.
         g_rec, = torch.autograd.grad(recon, fake, retain_graph=True)
         g_adv, = torch.autograd.grad(adv, fake, retain_graph=True)
-        # Cross-entropy's gradient at a saturated pixel is unbounded ((p-x)/(p(1-p))), so under the Bernoulli
-        # likelihood the two are compared at the decoder's logits instead: each times dp/dlogit = p(1-p).
-        at = (fake * (1 - fake)).detach() if likelihood == "bernoulli" else 1
-        scale = (weight * (g_rec * at).norm() / ((g_adv * at).norm() + 1e-8)).detach()
+        scale = (weight * g_rec.norm() / (g_adv.norm() + 1e-8)).detach()
         # A surrogate whose gradient is g_rec + scale·g_adv (one discriminator backward, not two) and whose
         # value is the loss it stands for.
         surrogate = (fake * (g_rec + scale * g_adv)).sum()
@@ -146,23 +143,24 @@ def adversarial_loss(sub: ModuleType, critic: DecoderCritic, *, weight: float, v
 
 
 def sharpen_decoder(model: nn.Module, sub: ModuleType, train: Split, valid: Split, *, conditional: bool,
-                    epochs: int, weight: float, lr: float, var: float, likelihood: str, batch_size: int,
+                    epochs: int, weight: float, lr: float, var: float, batch_size: int,
                     seed: int, device: torch.device, **fit_kwargs) -> FitResult:
     """Fine-tune ``model``'s decoder adversarially with encoder and prior frozen; returns the run's record.
 
-    The model must expose ``SHARPEN_NEEDS`` (a fitted ``prior`` with ``to_latent`` among them); the kit's ``VAE``
-    and ``GenModel`` do.
+    The model must expose ``SHARPEN_NEEDS`` (a fitted ``prior`` with ``to_latent`` among them) and the submission
+    ``vae_loss_terms``; the kit's ``VAE``, ``GenModel`` and ``submission.py`` do.
     """
-    for name in SHARPEN_NEEDS:
-        if not hasattr(model, name):
-            raise ValueError(f"adversarial fine-tuning needs model.{name}; this model has none.")
+    missing = [f"model.{n}" for n in SHARPEN_NEEDS if not hasattr(model, n)]
+    missing += [] if callable(getattr(sub, TERMS_FUNCTION, None)) else [f"submission.{TERMS_FUNCTION}"]
+    if missing:
+        raise ValueError(f"adversarial fine-tuning needs {', '.join(missing)}; this submission has none.")
     in_decoder = {id(p) for p in model.decoder.parameters()}
     frozen = [p for p in model.parameters() if p.requires_grad and id(p) not in in_decoder]
     for p in frozen:
         p.requires_grad_(False)
     critic = DecoderCritic(model, conditional, seed=seed)
     try:
-        return fit(model, adversarial_loss(sub, critic, weight=weight, var=var, likelihood=likelihood), train,
+        return fit(model, adversarial_loss(sub, critic, weight=weight, var=var), train,
                    valid, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed + 1, device=device, critic=critic,
                    keep="last", desc="sharpen", fused=True, **fit_kwargs)
     finally:

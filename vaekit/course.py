@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -18,6 +19,7 @@ import torch
 from torch import nn
 
 from . import checkpoint
+from .checkpoint import CheckpointError
 from .paths import ROOT
 
 
@@ -36,10 +38,24 @@ TASKS = {
 }
 MODEL_FILES = ("epoch.pth", "hyperparameters.txt")  # what the grader needs in each task folder
 HANDIN_FILES = (*MODEL_FILES, "grade_result.json")  # what the zip holds in each task folder
+# The course trainer's own names, which many hand-ins keep: epoch_<N>.pth (the latest counts), hyperparams.json.
+TRAINER_HYPERPARAMETERS = "hyperparams.json"
 
 
 class SubmissionError(RuntimeError):
     """The submission breaks the required layout, limits or contract; the message is shown to the student."""
+
+
+def model_files(folder: Path) -> tuple[Path | None, Path | None]:
+    """(checkpoint, hyperparameters file) of a task folder: the brief's ``epoch.pth`` and ``hyperparameters.txt``,
+    else the course trainer's latest ``epoch_<N>.pth`` and ``hyperparams.json``; None where neither exists."""
+    ckpt: Path | None = folder / MODEL_FILES[0]
+    if not ckpt.is_file():
+        numbered = [(int(m.group(1)), p) for p in (folder.glob("epoch_*.pth") if folder.is_dir() else [])
+                    if (m := re.fullmatch(r"epoch_(\d{1,9})\.pth", p.name)) and p.is_file()]
+        ckpt = max(numbered)[1] if numbered else None
+    hp = next((p for p in (folder / MODEL_FILES[1], folder / TRAINER_HYPERPARAMETERS) if p.is_file()), None)
+    return ckpt, hp
 
 
 def load_submission(path: str | Path | None = None) -> ModuleType:
@@ -72,28 +88,62 @@ def build_model(sub: ModuleType, class_name: str, kwargs: dict[str, Any]) -> nn.
         raise SubmissionError(f"{class_name}(**{kwargs}) failed: {type(e).__name__}: {e}") from e
 
 
+def detect_latent_dim(sub: ModuleType, class_name: str, kwargs: dict[str, Any],
+                      state: dict[str, torch.Tensor], seed: int = 0) -> tuple[nn.Module, int] | None:
+    """The model whose ``latent_dim`` makes ``state`` load strictly, trying each size the checkpoint's tensors
+    have (the course trainer records ``latent_dim: 20`` whatever the model's size); None if none does."""
+    sizes = sorted({n for t in state.values() for n in t.shape if 1 <= n <= 784} - {kwargs.get("latent_dim")})
+    for d in sizes[:64]:
+        torch.manual_seed(seed)
+        try:
+            model = build_model(sub, class_name, {**kwargs, "latent_dim": d})
+            checkpoint.load_weights(model, state)
+        except (SubmissionError, CheckpointError):
+            continue
+        return model, d
+    return None
+
+
 def load_model(folder: str | Path, submission: str | Path | ModuleType | None = None, *,
                overrides: dict[str, Any] | None = None, weights: bool = True,
-               default_class: str | None = None, seed: int = 0) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the model of a course folder from ``hyperparameters.txt`` and load ``epoch.pth`` into it.
+               default_class: str | None = None, seed: int = 0,
+               detect_latent: bool = False) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the model of a course folder from its hyperparameters file and load its checkpoint into it
+    (``model_files``: the brief's names or the course trainer's).
 
     ``submission`` is a path or an imported module (default: the project's ``submission.py``);
-    ``overrides`` replaces constructor kwargs; ``weights=False`` skips loading. Returns (model in eval
-    mode, hyperparameters with the kwargs actually used). Raises ``CheckpointError`` / ``SubmissionError``.
+    ``overrides`` replaces constructor kwargs; ``weights=False`` skips loading. ``detect_latent``: when the
+    recorded ``latent_dim`` does not fit the weights, use the one that does (``detect_latent_dim``) and keep the
+    recorded one as ``latent_dim_recorded``. Returns (model in eval mode, hyperparameters with the kwargs
+    actually used). Raises ``CheckpointError`` / ``SubmissionError``.
     """
     folder = Path(folder)
-    hp = checkpoint.read_hyperparameters(folder / "hyperparameters.txt")
+    ckpt, hp_file = model_files(folder)
+    if hp_file is None:
+        raise CheckpointError(f"{folder.name}/ has neither {MODEL_FILES[1]} nor {TRAINER_HYPERPARAMETERS}.")
+    hp = checkpoint.read_hyperparameters(hp_file)
     task = TASKS.get(hp.get("task"), TASKS["vae"])
     class_name, kwargs = checkpoint.model_spec(hp, default_class or task.model_class)
     kwargs.update(overrides or {})
     sub = submission if isinstance(submission, ModuleType) else load_submission(submission)
     if weights:
-        state = checkpoint.load_checkpoint(folder / "epoch.pth")["model_state_dict"]
+        if ckpt is None:
+            raise CheckpointError(f"{folder.name}/ has neither {MODEL_FILES[0]} nor an epoch_<N>.pth.")
+        state = checkpoint.load_checkpoint(ckpt)["model_state_dict"]
     torch.manual_seed(seed)  # a constructor that draws random buffers builds the same model every time
     model = build_model(sub, class_name, kwargs)
+    extra: dict[str, Any] = {}
     if weights:
-        checkpoint.load_weights(model, state)
-    return model.eval(), {**hp, "model_class": class_name, "model_kwargs": kwargs}
+        try:
+            checkpoint.load_weights(model, state)
+        except CheckpointError:
+            found = detect_latent_dim(sub, class_name, kwargs, state, seed) if detect_latent else None
+            if found is None:
+                raise
+            (model, d), recorded = found, kwargs["latent_dim"]
+            kwargs["latent_dim"] = extra["latent_dim"] = d
+            extra["latent_dim_recorded"] = recorded
+    return model.eval(), {**hp, "model_class": class_name, "model_kwargs": kwargs, **extra}
 
 
 def write_course_folder(folder: str | Path, model: nn.Module, *, task: str, model_kwargs: dict[str, Any],
@@ -123,5 +173,5 @@ def write_course_folder(folder: str | Path, model: nn.Module, *, task: str, mode
     plots.save_grid(sample(model, grid_labels(), model_kwargs["latent_dim"], seed=seed), folder / "samples.png",
                     nrow=10)
     x, y = shown
-    plots.reconstruction_grid(x, reconstruct(model, x, y, spec.conditional)[0], folder / "reconstructions.png")
+    plots.reconstruction_grid(x, reconstruct(model, x, y)[0], folder / "reconstructions.png")
     return folder

@@ -35,7 +35,7 @@ def as_image_batch(out: torch.Tensor, n: int, what: str) -> torch.Tensor:
 def sample(model: nn.Module, labels: torch.Tensor, latent_dim: int, seed: int, chunk: int = CHUNK) -> torch.Tensor:
     """``decode(z, label)`` with ``z ~ N(0, I)`` from ``torch.Generator(seed)``; returns ``[N,1,28,28]``.
 
-    Unconditional models ignore ``labels`` (the contract lets ``decode`` accept and drop them).
+    ``labels`` go to ``decode`` positionally, as the course passes them (the VAE's decode ignores them).
     """
     model.eval()
     gen = torch.Generator().manual_seed(seed)
@@ -47,19 +47,31 @@ def sample(model: nn.Module, labels: torch.Tensor, latent_dim: int, seed: int, c
     return torch.cat(out) if out else torch.empty(0, 1, 28, 28)
 
 
+def split_path(model: nn.Module) -> tuple[str, str]:
+    """(how codes are taken, how they are decoded) for ``model``: the kit's ``encode_latent`` / ``decode_latent``
+    where the model has them (its ``decode`` maps noise through a fitted prior), else the course's own calls,
+    ``forward(x, labels)[1]`` and ``decode(z, labels)``, which every template hand-in supports."""
+    return ("encode_latent" if callable(getattr(model, "encode_latent", None)) else "forward",
+            "decode_latent" if callable(getattr(model, "decode_latent", None)) else "decode")
+
+
 @torch.no_grad()
-def encode_means(model: nn.Module, x: torch.Tensor, y: torch.Tensor, conditional: bool,
-                 chunk: int = CHUNK) -> torch.Tensor:
-    """``mu`` of ``encode(x[, y])`` as float32 ``[N, width]`` on CPU (the grader's encoding process)."""
+def encode_means(model: nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: int = CHUNK) -> torch.Tensor:
+    """``mu`` of each image ``x`` ``[N,1,28,28]`` as float32 ``[N, width]`` on CPU (the grader's encoding process).
+
+    ``encode_latent(x, y)`` where the model has it; else ``forward(x, y)``'s second output — a template's
+    ``encode`` may expect flattened input, but its ``forward`` takes what the course's trainer gives it.
+    """
     model.eval()
     device = model_device(model)
+    how = split_path(model)[0]
     out = []
     for i in range(0, len(x), chunk):
         xb, yb = x[i:i + chunk].to(device), y[i:i + chunk].to(device)
-        codes = model.encode(xb, yb) if conditional else model.encode(xb)
+        codes = model.encode_latent(xb, yb) if how == "encode_latent" else model(xb, yb)[1:]
         mu = codes[0] if isinstance(codes, (tuple, list)) and codes else codes
         if not isinstance(mu, torch.Tensor) or mu.dim() != 2 or len(mu) != len(xb):
-            raise ValueError(f"encode must return (mu, logvar) with mu shaped [B, latent_dim]; got mu "
+            raise ValueError(f"{how} must give mu shaped [B, latent_dim]; got "
                              f"{tuple(mu.shape) if isinstance(mu, torch.Tensor) else type(mu).__name__} "
                              f"for a batch of {len(xb)}.")
         out.append(mu.detach().float().cpu())
@@ -67,27 +79,25 @@ def encode_means(model: nn.Module, x: torch.Tensor, y: torch.Tensor, conditional
 
 
 @torch.no_grad()
-def decode_codes(model: nn.Module, mu: torch.Tensor, y: torch.Tensor, conditional: bool,
-                 chunk: int = CHUNK) -> torch.Tensor:
-    """``decode(mu[, y])`` in chunks; returns ``[N,1,28,28]`` on CPU (the grader's decoding process)."""
+def decode_codes(model: nn.Module, mu: torch.Tensor, y: torch.Tensor, chunk: int = CHUNK) -> torch.Tensor:
+    """Codes from ``encode_means`` back to images ``[N,1,28,28]`` on CPU (the grader's decoding process):
+    ``decode_latent(mu, y)`` where the model has it, else ``decode(mu, y)``."""
     model.eval()
     device = model_device(model)
+    decode = model.decode_latent if split_path(model)[1] == "decode_latent" else model.decode
     out = []
     for i in range(0, len(mu), chunk):
         zb, yb = mu[i:i + chunk].to(device), y[i:i + chunk].to(device)
-        out.append(as_image_batch(model.decode(zb, yb) if conditional else model.decode(zb), len(zb),
-                                  "reconstructions"))
+        out.append(as_image_batch(decode(zb, yb), len(zb), "reconstructions"))
     return torch.cat(out) if out else torch.empty(0, 1, 28, 28)
 
 
-def reconstruct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, conditional: bool,
-                chunk: int = CHUNK) -> tuple[torch.Tensor, int]:
-    """``decode(mu)`` with ``mu`` from ``encode(x)``; returns (images ``[N,1,28,28]``, the width of ``mu``).
-
-    Using the encoder's mean (not ``forward``) means a model cannot pass its input straight through.
+def reconstruct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: int = CHUNK) -> tuple[torch.Tensor, int]:
+    """Images through the split path (``encode_means`` then ``decode_codes``); returns (images ``[N,1,28,28]``,
+    the width of ``mu``). The code, not the input, is all the decoder gets: a model cannot pass its input through.
     """
-    mu = encode_means(model, x, y, conditional, chunk)
-    return decode_codes(model, mu, y, conditional, chunk), mu.shape[1]
+    mu = encode_means(model, x, y, chunk)
+    return decode_codes(model, mu, y, chunk), mu.shape[1]
 
 
 def quantize(images: torch.Tensor) -> np.ndarray:

@@ -22,10 +22,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import metrics
+from . import course_inference, metrics
 from .checkpoint import CheckpointError, file_sha256, library_versions, model_spec, read_hyperparameters
 from .classifier import load_classifier
-from .course import MODEL_FILES, TASKS, SubmissionError
+from .course import MODEL_FILES, TASKS, TRAINER_HYPERPARAMETERS, SubmissionError, model_files
 from .data import Split, dataset_sha256, load_mnist, load_test_data
 from .gradepage import save_previews
 from .paths import CACHE_DIR
@@ -38,7 +38,7 @@ MAX_HYPERPARAMETERS = 2**20
 @dataclass(frozen=True)
 class GradeSettings:
     seed: int = 0  # seed of the sampling noise
-    per_label: int = 1000  # generated images per digit (the course's count)
+    per_label: int = 1000  # generated images per digit for the classifier metrics (the course replay: 10 / 100)
     timeout: float = 300.0  # seconds per process running the submission's code
     memory_gb: float = 8.0  # address-space cap of that process (torch alone maps about 4 GB)
     threads: int = 2  # CPU threads of the judge and of each worker
@@ -151,11 +151,54 @@ def reconstruction_fid_ratio(judge: Judge, recon_u8: np.ndarray, labels: np.ndar
     return float(np.mean([g for g, _ in pairs]) / np.mean([r for _, r in pairs]))
 
 
+def _course_images(out: dict[str, np.ndarray], key: str, n: int) -> np.ndarray | None:
+    a = out.get(key)
+    return a if isinstance(a, np.ndarray) and a.dtype == np.uint8 and a.shape == (n, 28, 28) else None
+
+
+def course_fields(judge: Judge, task: str, latent_dim: int, enc: dict[str, np.ndarray]) -> dict[str, Any]:
+    """The numbers the course's own ``grade.py`` writes (``ssim``, ``mse``, ``fid``, ``score``), from the replay of
+    its inference in the encoding process; ``course_error`` says why the course's harness would fail (score 0).
+    A VAE whose generation fails still has its reconstruction score, as in the course (its grade reads no samples).
+    """
+    res: dict[str, Any] = {"ssim": None, "mse": None, "fid": None, "score": 0.0, "course_error": None}
+    per_digit = course_inference.SAMPLES_PER_DIGIT[task]
+    recon = _course_images(enc, "course_recon", len(judge.test))
+    samples = _course_images(enc, "course_samples", 10 * per_digit)
+    error = str(enc["course_error"])[:1000] if "course_error" in enc else None
+    if recon is None and error is None:
+        error = "course replay: the encoding process returned no reconstructions of the right shape."
+    if task == "gen" and samples is None and error is None:
+        error = "course replay: the encoding process returned no samples of the right shape."
+    res["course_error"] = error
+    if recon is None:
+        return res
+    res["ssim"], res["mse"] = metrics.ssim_mean(recon, judge.test_u8), metrics.mse(recon, judge.test_u8)
+    if task == "vae":
+        res["score"] = metrics.course_vae_score(res["ssim"], res["mse"], latent_dim)
+    elif samples is not None:
+        res["fid"] = metrics.course_fid(samples, np.repeat(np.arange(10), per_digit), judge.test_u8, judge.test_y)
+        res["score"] = metrics.course_gen_score(res["ssim"], res["mse"], res["fid"], latent_dim)
+    return res
+
+
+def split_fields(judge: Judge, task: str, latent_dim: int, recon: np.ndarray, samples: np.ndarray,
+                 labels: np.ndarray) -> dict[str, Any]:
+    """The course's formulas on the isolated path: reconstructions decoded from the codes alone by a process
+    that never saw a test image, and the course's pixel FID on the first (at most) 100 samples per digit."""
+    per = min(100, int(np.sum(labels == 0)))
+    keep = np.concatenate([np.flatnonzero(labels == c)[:per] for c in range(10)])
+    res = {"ssim": metrics.ssim_mean(recon, judge.test_u8), "mse": metrics.mse(recon, judge.test_u8),
+           "fid": metrics.course_fid(samples[keep], labels[keep], judge.test_u8, judge.test_y),
+           "fid_samples_per_label": per}
+    res["score"] = (metrics.course_vae_score(res["ssim"], res["mse"], latent_dim) if task == "vae" else
+                    metrics.course_gen_score(res["ssim"], res["mse"], res["fid"], latent_dim))
+    return res
+
+
 def score_common(judge: Judge, latent_dim: int, recon: np.ndarray, feats: np.ndarray) -> dict[str, Any]:
-    """What both tasks measure: the course's reconstruction numbers and the copy checks."""
+    """What both tasks measure on the isolated path: the copy checks."""
     res: dict[str, Any] = {"latent_dim": latent_dim}
-    res["ssim"] = metrics.ssim_mean(recon, judge.test_u8)
-    res["mse"] = metrics.mse(recon, judge.test_u8)
     res["bonus"] = metrics.latent_bonus(latent_dim)
     res["memorization_threshold"] = judge.copy_threshold
     res["memorization"] = metrics.copy_share(feats, judge.train_feats, judge.copy_threshold)
@@ -166,11 +209,9 @@ def score_common(judge: Judge, latent_dim: int, recon: np.ndarray, feats: np.nda
 
 def score_vae(judge: Judge, latent_dim: int, recon: np.ndarray, samples: np.ndarray,
               settings: GradeSettings) -> dict[str, Any]:
-    """Unconditional task: course VAE score, class coverage of the samples, FID ratio, diversity."""
+    """Unconditional task, isolated path: class coverage of the samples, FID ratio, diversity."""
     feats, preds = judge.features(samples)
     res = score_common(judge, latent_dim, recon, feats)
-    res["fid"] = None  # The course's VAE score has no FID term.
-    res["score"] = metrics.course_vae_score(res["ssim"], res["mse"], latent_dim)
     res["max_score"] = TASKS["vae"].max_score
     hist = metrics.class_histogram(preds)
     res["class_histogram"] = hist
@@ -186,11 +227,9 @@ def score_vae(judge: Judge, latent_dim: int, recon: np.ndarray, samples: np.ndar
 
 def score_gen(judge: Judge, latent_dim: int, recon: np.ndarray, samples: np.ndarray, labels: np.ndarray,
               settings: GradeSettings) -> dict[str, Any]:
-    """Conditional task: course Gen score, conditional accuracy and per-class FID ratio and diversity."""
+    """Conditional task, isolated path: conditional accuracy and per-class FID ratio and diversity."""
     feats, preds = judge.features(samples)
     res = score_common(judge, latent_dim, recon, feats)
-    res["fid"] = metrics.course_fid(samples, labels, judge.test_u8, judge.test_y)
-    res["score"] = metrics.course_gen_score(res["ssim"], res["mse"], res["fid"], latent_dim)
     res["max_score"] = TASKS["gen"].max_score
     res["cond_accuracy"] = float(np.mean(preds == labels))
     per_acc, per_gen, per_real, per_div = [], [], [], []
@@ -224,6 +263,12 @@ def flag(res: dict[str, Any]) -> list[str]:
     if res["fid_ratio"] < metrics.SUSPICIOUS_FID_RATIO:
         found.append(f"fid_ratio {res['fid_ratio']:.2f} is far below real images' 1.0: samples that close to "
                      "the test set are copies, not generations.")
+    split = res["split"]
+    if res["ssim"] is not None and (res["ssim"] - split["ssim"] > metrics.PASS_THROUGH_SSIM_GAP
+                                    or res["mse"] < metrics.PASS_THROUGH_MSE_RATIO * split["mse"]):
+        found.append(f"model(images, labels) reconstructs far better (ssim {res['ssim']:.3f}, mse {res['mse']:.4f}) "
+                     f"than decoding its {res['latent_dim']}-number code alone (ssim {split['ssim']:.3f}, mse "
+                     f"{split['mse']:.4f}): forward passes more than the code to its output.")
     return found
 
 
@@ -247,6 +292,13 @@ def _worker_error(run: WorkerRun, what: str, timeout: float) -> tuple[dict[str, 
     return out, None
 
 
+def _int(out: dict[str, np.ndarray], key: str) -> int:
+    a = out.get(key)
+    if not isinstance(a, np.ndarray) or a.shape != () or a.dtype != np.int64:
+        raise SubmissionError(f"the worker returned no integer {key}.")
+    return int(a)
+
+
 def _array(out: dict[str, np.ndarray], key: str, shape: tuple[int, ...], dtype: type) -> np.ndarray:
     a = out.get(key)
     if not isinstance(a, np.ndarray) or a.dtype != dtype or a.shape != shape:
@@ -265,6 +317,7 @@ class Launched:
     epoch_sha256: str
     workers: dict[str, Worker]
     started: float
+    files: dict[str, str]  # the file names graded (the brief's or the course trainer's)
 
 
 def launch_task(root: Path, task: str, workdir: Path, settings: GradeSettings, isolation: str) -> Launched:
@@ -273,22 +326,25 @@ def launch_task(root: Path, task: str, workdir: Path, settings: GradeSettings, i
     spec = TASKS[task]
     t0 = time.perf_counter()
     folder = root / spec.folder
-    missing = [f for f in MODEL_FILES if not (folder / f).is_file()]
+    ckpt, hp_file = model_files(folder)
+    missing = [name for name, path in ((f"{MODEL_FILES[0]} (or an epoch_<N>.pth)", ckpt),
+                                        (f"{MODEL_FILES[1]} (or {TRAINER_HYPERPARAMETERS})", hp_file)) if path is None]
     if not (root / "submission.py").is_file():
         missing.insert(0, "submission.py")
     if missing:
         raise SubmissionError(f"missing {', '.join(missing)} in {spec.folder}/ (see the required layout).")
-    for path, cap in ((root / "submission.py", MAX_SUBMISSION_PY), (folder / "hyperparameters.txt",
-                                                                      MAX_HYPERPARAMETERS)):
+    for path, cap in ((root / "submission.py", MAX_SUBMISSION_PY), (hp_file, MAX_HYPERPARAMETERS)):
         if path.stat().st_size > cap:
             raise SubmissionError(f"{path.name} is larger than {cap // 1024} KiB.")
-    class_name, kwargs = model_spec(read_hyperparameters(folder / "hyperparameters.txt"), spec.model_class)
-    files = private_copy({"submission.py": root / "submission.py", "epoch.pth": folder / "epoch.pth",
-                          "hyperparameters.txt": folder / "hyperparameters.txt"}, workdir / "files")
+    class_name, kwargs = model_spec(read_hyperparameters(hp_file), spec.model_class)
+    files = private_copy({"submission.py": root / "submission.py", "epoch.pth": ckpt,
+                          "hyperparameters.txt": hp_file}, workdir / "files")
     job = {"task": task, "seed": settings.seed, "per_label": settings.per_label, "threads": settings.threads,
            "memory_bytes": int(settings.memory_gb * 2**30)}
     workers = {mode: Worker(mode, job, files, isolation, settings.threads) for mode in ("encode", "decode")}
-    return Launched(task, int(kwargs["latent_dim"]), class_name, file_sha256(files / "epoch.pth"), workers, t0)
+    names = {"checkpoint": ckpt.name, "hyperparameters": hp_file.name}
+    return Launched(task, int(kwargs["latent_dim"]), class_name, file_sha256(files / "epoch.pth"), workers, t0,
+                    names)
 
 
 def grade_task(judge: Judge, launched: Launched | Exception, task: str, workdir: Path, settings: GradeSettings,
@@ -299,6 +355,8 @@ def grade_task(judge: Judge, launched: Launched | Exception, task: str, workdir:
     t0 = launched.started if isinstance(launched, Launched) else time.perf_counter()
     result: dict[str, Any] = {"task": task, "folder": spec.folder, "isolation": isolation}
     settings_rec = {"seed": settings.seed, "samples_per_label": settings.per_label,
+                    "course_replay": {"seed": course_inference.SEED, "batch_size": course_inference.BATCH_SIZE,
+                                      "samples_per_digit": course_inference.SAMPLES_PER_DIGIT[task]},
                     "n_reconstructions": len(judge.test), "test_sha256": judge.test_sha256,
                     "classifier_sha256": judge.classifier_sha256, "versions": library_versions()}
     timing: dict[str, float] = {}
@@ -307,7 +365,6 @@ def grade_task(judge: Judge, launched: Launched | Exception, task: str, workdir:
         if isinstance(launched, Exception):
             raise launched
         settings_rec["epoch_sha256"] = launched.epoch_sha256  # lets pack.py spot a stale grade
-        latent_dim = launched.latent_dim
 
         def stage(mode: str, what: str, request: bytes) -> dict[str, np.ndarray]:
             t = time.perf_counter()
@@ -318,25 +375,46 @@ def grade_task(judge: Judge, launched: Launched | Exception, task: str, workdir:
                 raise SubmissionError(err)
             return out
 
-        # Encoding: test images in, only mu out.
+        # Encoding: the course's inference replayed on the test images (the course fields), then only mu out.
         enc = stage("encode", "encoding the test images", judge.encode_request)
+        latent_dim = _int(enc, "latent_dim")
         mu = enc.get("mu")
         if not isinstance(mu, np.ndarray) or mu.dtype != np.float32 or mu.ndim != 2 or len(mu) != len(judge.test):
-            raise SubmissionError("encode must return mu shaped [N, latent_dim] for the N test images.")
+            raise SubmissionError("encoding must give mu shaped [N, latent_dim] for the N test images.")
         if mu.shape[1] != latent_dim:
-            raise SubmissionError(f"encode returned mu of width {mu.shape[1]}, but latent_dim is {latent_dim}.")
+            raise SubmissionError(f"encoding gave mu of width {mu.shape[1]}, but latent_dim is {latent_dim}.")
         if not np.isfinite(mu).all():
-            raise SubmissionError("encode returned NaN or infinite values in mu.")
+            raise SubmissionError("encoding gave NaN or infinite values in mu.")
         # Decoding, in a fresh process that never saw a test image: codes and noise in, images out.
         dec = stage("decode", "decoding", _npz_bytes(mu=mu, y=judge.test_y))
+        if _int(dec, "latent_dim") != latent_dim:
+            raise SubmissionError("the encoding and decoding processes built models of different latent_dim.")
         labels = np.repeat(np.arange(10), settings.per_label)
         recon = _array(dec, "recon", judge.test_u8.shape, np.uint8)
         samples = _array(dec, "samples", (len(labels), 28, 28), np.uint8)
-        warnings = [str(w) for w in dec.get("warnings", np.array([], dtype=np.str_))][:20]
+        warnings = [str(w)[:500] for w in dec.get("warnings", np.array([], dtype=np.str_))][:20]
+        recorded = _int(enc, "latent_dim_recorded")
+        if recorded >= 0:
+            names = launched.files
+            warnings.append(
+                f"{names['hyperparameters']} records latent_dim {recorded}, but {names['checkpoint']} holds "
+                f"a model of latent_dim {latent_dim} (the course's train.py records 20 whatever the size): "
+                f"graded with {latent_dim}. The course's grade.py takes its bonus from latent_dim {recorded} "
+                f"(bonus {metrics.latent_bonus(recorded):.4f} instead of {metrics.latent_bonus(latent_dim):.4f}).")
+        if launched.files["checkpoint"] != MODEL_FILES[0] or launched.files["hyperparameters"] != MODEL_FILES[1]:
+            warnings.append(f"graded {launched.files['checkpoint']} and {launched.files['hyperparameters']}; the "
+                            f"brief asks for {MODEL_FILES[0]} and {MODEL_FILES[1]} in {spec.folder}/.")
         scored = (score_gen(judge, latent_dim, recon, samples, labels, settings) if spec.conditional
                   else score_vae(judge, latent_dim, recon, samples, settings))
+        scored.update(course_fields(judge, task, latent_dim, enc))
+        scored["split"] = split_fields(judge, task, latent_dim, recon, samples, labels)
+        if scored["course_error"] and (spec.conditional or scored["ssim"] is None):
+            error = scored["course_error"]  # the course's own harness fails here: its score is 0 (metrics kept)
+        elif scored["course_error"]:
+            warnings.append(scored["course_error"])  # a VAE whose samples fail keeps its reconstruction score
         result.update(scored)
         result["model_class"] = launched.class_name
+        result["files"] = launched.files
         result["flags"] = flag(scored)
         result["fair_factors"] = metrics.fair_factors(scored)
         result["fair_score"] = metrics.fair_score(scored)

@@ -150,6 +150,10 @@ def copy_share(gen_feats: np.ndarray, reference: np.ndarray, threshold: float) -
 RECON_COPY_MSE = 2e-4  # per-image MSE on /255 values; an honest model at latent_dim ≤ 64 stays far above it
 RECON_COPY_WARN = 0.05
 SUSPICIOUS_FID_RATIO = 0.5
+# The course path (forward) against the isolated one (decode of the code): an honest forward reconstructs from
+# the same code (a sampled one in a template, so no better); one that passes its input through is far better.
+PASS_THROUGH_SSIM_GAP = 0.05
+PASS_THROUGH_MSE_RATIO = 0.5
 
 
 def recon_copy_share(recon: np.ndarray, originals: np.ndarray) -> float:
@@ -202,5 +206,8 @@ def fair_factors(res: dict) -> dict[str, float]:
 
 
 def fair_score(res: dict) -> float:
-    """The course score times what the course grader cannot see (formula and calibration in the README)."""
-    return float(res["score"] * np.prod(list(fair_factors(res).values())))
+    """The course score — or the same formula on the isolated path (``res["split"]``), where that is lower: a
+    ``forward`` that passes its input through wins the course's own number, not this one — times what the course
+    grader cannot see (formula and calibration in the README)."""
+    base = min(res["score"], res["split"]["score"]) if "split" in res else res["score"]
+    return float(base * np.prod(list(fair_factors(res).values())))

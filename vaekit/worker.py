@@ -1,12 +1,13 @@
 """The process that runs a submission's code: ``python -m vaekit.worker encode|decode JOB_JSON``.
 
 The grader starts it inside the sandbox (``vaekit.sandbox``) on a private copy of ``submission.py``,
-``epoch.pth`` and ``hyperparameters.txt``; it builds the model, then reads its input from stdin and writes one
-``.npz`` to stdout.
+``epoch.pth`` and ``hyperparameters.txt``; it builds the model (finding the real ``latent_dim`` when the file
+records another), then reads its input from stdin and writes one ``.npz`` to stdout.
 
-* ``encode`` gets the test images (uint8 ``x``, labels ``y``) and returns only ``mu`` (float32).
+* ``encode`` gets the test images (uint8 ``x``, labels ``y``). It replays the course's own inference on them
+  (``vaekit.course_inference``: the course fields), then returns the codes ``mu`` (float32) of the split path.
 * ``decode`` — a fresh process that never saw a test image — gets ``mu`` and the labels, and returns the
-  reconstructions ``decode(mu[, y])`` and the samples ``decode(z ~ N(0, I), label)``, both as uint8.
+  reconstructions decoded from ``mu`` alone and the samples ``decode(z ~ N(0, I), labels)``, both as uint8.
 
 The classifier and all scoring stay in the grader. A failure is returned as one sentence (``error``).
 """
@@ -24,8 +25,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoint import CheckpointError, read_hyperparameters
-from .course import TASKS, SubmissionError, load_model
+from . import course_inference
+from .checkpoint import CheckpointError, load_checkpoint, read_hyperparameters
+from .course import TASKS, SubmissionError, load_model, load_submission
 from .generation import decode_codes, encode_means, fast_layout, quantize, sample
 
 
@@ -52,14 +54,16 @@ def _run(stage: str, what: str, fn):
         raise SubmissionError(f"{what} failed: {type(e).__name__}: {e}{where}") from e
 
 
-def build(job: dict) -> tuple[torch.nn.Module, dict]:
-    """The submission's model, rebuilt from the private copy of its files (this runs the student's code)."""
+def build(job: dict) -> tuple[torch.nn.Module, dict, object]:
+    """The submission's model, rebuilt from the private copy of its files (this runs the student's code);
+    returns (model, hyperparameters with the ``latent_dim`` used, the imported submission module)."""
     torch.set_num_threads(job["threads"])
     folder = Path(job["files"])
     read_hyperparameters(folder / "hyperparameters.txt")  # a clear error before the student's code runs
-    model, hp = load_model(folder, folder / "submission.py", default_class=TASKS[job["task"]].model_class,
-                           seed=job["seed"])
-    return fast_layout(model), hp
+    sub = load_submission(folder / "submission.py")
+    model, hp = load_model(folder, sub, default_class=TASKS[job["task"]].model_class, seed=job["seed"],
+                           detect_latent=True)
+    return fast_layout(model), hp, sub
 
 
 def read_request() -> dict[str, np.ndarray]:
@@ -67,23 +71,28 @@ def read_request() -> dict[str, np.ndarray]:
         return {k: f[k] for k in f.files}
 
 
-def run_job(mode: str, job: dict, model: torch.nn.Module, hp: dict,
+def run_job(mode: str, job: dict, model: torch.nn.Module, hp: dict, sub,
             request: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    task = TASKS[job["task"]]
+    latent_dim = int(hp["model_kwargs"]["latent_dim"])
+    sizes = {"latent_dim": np.int64(latent_dim), "latent_dim_recorded": np.int64(hp.get("latent_dim_recorded", -1))}
     warnings: list[str] = []
     y = torch.from_numpy(request["y"]).long()
     if mode == "encode":
         x = torch.from_numpy(request["x"]).float().div(255).unsqueeze(1)
-        mu = _run(mode, "encoding test images", lambda: encode_means(model, x, y, task.conditional))
-        return {"mu": mu.numpy().astype(np.float32)}
+        out: dict[str, np.ndarray] = {}
+        if job.get("course", True):  # first, so the replay meets the model as fresh as the course's process does
+            state = load_checkpoint(Path(job["files"]) / "epoch.pth")["model_state_dict"]
+            out.update(course_inference.replay(sub, job["task"], latent_dim, state, x, y))
+        mu = _run(mode, "encoding test images", lambda: encode_means(model, x, y))
+        return {**out, "mu": mu.numpy().astype(np.float32), **sizes}
     mu = torch.from_numpy(request["mu"])
-    recon = _run(mode, "reconstructing test images", lambda: decode_codes(model, mu, y, task.conditional))
+    recon = _run(mode, "reconstructing test images from their codes", lambda: decode_codes(model, mu, y))
     recon = check_images(recon, "reconstructions", warnings)
     labels = torch.arange(10).repeat_interleave(job["per_label"])
-    latent_dim = int(hp["model_kwargs"]["latent_dim"])
-    samples = _run(mode, "sampling decode(z, label)", lambda: sample(model, labels, latent_dim, seed=job["seed"]))
+    samples = _run(mode, "sampling decode(z, labels)", lambda: sample(model, labels, latent_dim, seed=job["seed"]))
     samples = check_images(samples, "samples", warnings)
-    return {"recon": quantize(recon), "samples": quantize(samples), "warnings": np.array(warnings, dtype=np.str_)}
+    return {"recon": quantize(recon), "samples": quantize(samples), "warnings": np.array(warnings, dtype=np.str_),
+            **sizes}
 
 
 def main() -> None:
@@ -93,8 +102,8 @@ def main() -> None:
     os.dup2(2, 1)
     resource.setrlimit(resource.RLIMIT_AS, (job["memory_bytes"], job["memory_bytes"]))
     try:
-        model, hp = build(job)  # before the input arrives: start-up overlaps the other process's work
-        out = run_job(mode, job, model, hp, read_request())
+        model, hp, sub = build(job)  # before the input arrives: start-up overlaps the other process's work
+        out = run_job(mode, job, model, hp, sub, read_request())
         status = 0
     except (SubmissionError, CheckpointError) as e:
         out, status = {"error": np.str_(str(e))}, 3

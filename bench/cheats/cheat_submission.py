@@ -33,14 +33,14 @@ from torch import nn
 ATTACK = "stash_memory"
 HOST_DIR = "/tmp"
 PORT = 0
+BANK_SIZE = 1  # images weights_lookup carries in epoch.pth: a default, as the course builds VAE(latent_dim=d)
 STASH_NAME = "cheat_stash.npy"
 _memory: list[np.ndarray] = []
 
 
-def vae_loss(recon_x, x, mu, logvar, var=0.01, likelihood="gaussian"):
+def vae_loss(recon_x, x, mu, logvar, var=0.5):
     """Never trained; here because the contract asks for it."""
-    kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp()) / len(x)
-    return {"loss": kl, "recon": kl * 0, "kl": kl}
+    return -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp()) / len(x)
 
 
 # -- where the images come from -------------------------------------------------------------------------
@@ -147,7 +147,7 @@ if ATTACK == "rewrites_output":  # every array the worker sends back carries the
 class VAE(nn.Module):
     """latent_dim 1: the 'code' is an index into images obtained by the ``ATTACK``."""
 
-    def __init__(self, latent_dim: int = 1, *, bank_size: int = 1):
+    def __init__(self, latent_dim: int = 1, *, bank_size: int = BANK_SIZE):
         super().__init__()
         self.latent_dim = latent_dim
         self.register_buffer("bank", torch.zeros(bank_size, 784, dtype=torch.uint8))  # weights_lookup's images

@@ -10,11 +10,12 @@ import torch
 
 MODE = "noise"
 OFFSET = 1.0e4
+BANK_SIZE = 1  # images the copiers carry in epoch.pth: a default, as the course builds the model from latent_dim
 
 
 def _degenerate(base):
     class Degenerate(base):
-        def __init__(self, *args, bank_size: int = 1, **kwargs):
+        def __init__(self, *args, bank_size: int = BANK_SIZE, **kwargs):
             super().__init__(*args, **kwargs)
             self.register_buffer("copy_bank", torch.zeros(bank_size, 784, dtype=torch.uint8))
             self.register_buffer("copy_labels", torch.zeros(bank_size, dtype=torch.long))

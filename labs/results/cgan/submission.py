@@ -14,6 +14,7 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 NUM_CLASSES = 10
+CHANNELS = 32  # conv width; labs/cgan.py writes the value it trained with here (the course builds from latent_dim)
 
 
 def as_images(x: torch.Tensor) -> torch.Tensor:
@@ -100,7 +101,7 @@ class GenModel(nn.Module):
     """Conditional GAN generator plus an encoder fitted afterwards to invert it (for the course's
     reconstruction scores). ``decode(z ~ N(0, I), y)`` samples; ``encode`` is deterministic."""
 
-    def __init__(self, latent_dim: int = 16, *, channels: int = 64):
+    def __init__(self, latent_dim: int = 16, *, channels: int = CHANNELS):
         super().__init__()
         self.latent_dim = latent_dim
         self.generator = Generator(latent_dim, channels)
