@@ -102,7 +102,12 @@ def main(argv: list[str] | None = None) -> int:
             p.error(f"--batch {batch} holds no .zip files or folders.")
 
         def one(entry: Path) -> tuple[str, dict]:
-            return entry.stem, grade_submission(judge, entry, out / entry.stem, args.tasks, settings)
+            try:
+                return entry.stem, grade_submission(judge, entry, out / entry.stem, args.tasks, settings)
+            except Exception as e:  # noqa: BLE001 - a grader bug on one hand-in is that hand-in's row, not the batch's end
+                error = f"grader error: {type(e).__name__}: {e}"
+                return entry.stem, {t: {"task": t, "folder": TASKS[t].folder, "error": error, "score": 0.0,
+                                        "fair_score": 0.0} for t in args.tasks}
 
         with ThreadPoolExecutor(args.jobs) as pool:
             graded = list(pool.map(one, entries))

@@ -53,7 +53,8 @@ def test_page_shows_errors_and_wrong_digits_and_sorts_and_filters(browser, grade
     page, errors = open_page(browser, graded_batch / "index.html")
     assert names(page) == ["G1-default", "G2-broken", "G3-label-permuted", "G4-pass-through"]
     broken = page.locator("tr", has_text="G2-broken")
-    assert "missing epoch.pth in Genwithlabel/" in broken.inner_text() and broken.get_attribute("class") == "error"
+    assert "missing epoch.pth (or an epoch_<N>.pth) in Genwithlabel/" in broken.inner_text()
+    assert broken.get_attribute("class") == "error"
     # The label-permuted generator's conditional accuracy stands in its row, next to the honest one's.
     for name, low in (("G1-default", False), ("G3-label-permuted", True)):
         acc = json.loads((graded_batch / name / "Genwithlabel" / "grade_result.json").read_text())["cond_accuracy"]
@@ -103,3 +104,18 @@ def test_one_submission_gets_the_same_page(browser, good, small_test, root, tmp_
     page, errors = open_page(browser, tmp_path / "grade_report.html")
     assert len(names(page)) == 1 and errors == []
     assert page.eval_on_selector_all("td.img img", "imgs => imgs.map(i => i.naturalWidth)")[0] > 0
+
+
+def test_no_text_from_a_submission_can_stop_the_page_script(browser, tmp_path):
+    """An error or warning is the submission's text: "<!--<script>" in it once swallowed the page's script."""
+    from vaekit.gradepage import write_page
+
+    hostile = "<!--<script>alert(1)</script><!--</script>"
+    graded = [(f"G{i}", {"vae": {"task": "vae", "folder": "VAEwolabel", "error": hostile, "score": 0.0,
+                                 "fair_score": 0.0, "warnings": [hostile]}}) for i in range(3)]
+    page, errors = open_page(browser, write_page(tmp_path / "index.html", graded, ["G0/", "G1/", "G2/"], hostile))
+    assert errors == [] and page.text_content("#shown") == "3"  # the script ran to its end
+    assert hostile in page.locator("tr", has_text="G1").inner_text()  # shown as text, not markup
+    page.locator("details.json summary").first.click()
+    page.wait_for_function("document.querySelector('details.json pre').textContent.length > 0")
+    assert json.loads(page.text_content("details.json pre"))["error"] == hostile

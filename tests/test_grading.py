@@ -197,7 +197,100 @@ def test_links_and_oversized_files_are_refused_before_any_code_runs(judge, varia
     ckpt.unlink()
     ckpt.symlink_to(secret)
     res = grade(judge, variant, tmp_path / "a", tasks=["vae"])["vae"]
-    assert "must be a plain file, not a link" in res["error"] and res["score"] == 0.0
+    assert "VAEwolabel/epoch.pth is a link or special file" in res["error"] and res["score"] == 0.0
+    ckpt.unlink()
     patch_submission(variant, "#" * (2**20))
     res = grade(judge, variant, tmp_path / "b", tasks=["gen"])["gen"]
     assert "submission.py is larger than 1024 KiB" in res["error"]
+
+
+def _patched_zip(path, field, value):
+    """A one-entry zip whose local and central headers carry ``field`` ('flags' or 'method') = ``value``."""
+    import struct
+
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as zf:
+        zf.writestr("submission.py", "x = 1\n")
+    data = bytearray(path.read_bytes())
+    local, central = data.find(b"PK\x03\x04"), data.find(b"PK\x01\x02")
+    offsets = {"flags": (local + 6, central + 8), "method": (local + 8, central + 10)}[field]
+    for at in offsets:
+        struct.pack_into("<H", data, at, value)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def _bad_crc_zip(path):
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as zf:
+        zf.writestr("submission.py", "print('hello, grader')\n")
+    data = bytearray(path.read_bytes())
+    data[data.find(b"hello")] ^= 0xFF  # the stored bytes change; the recorded CRC does not
+    path.write_bytes(bytes(data))
+    return path
+
+
+MALFORMED_ZIPS = {
+    "bad_crc": (_bad_crc_zip, "could not be unpacked (BadZipFile"),
+    "encrypted": (lambda p: _patched_zip(p, "flags", 0x1), "is encrypted"),
+    "unknown_method": (lambda p: _patched_zip(p, "method", 99), "compression method 99"),
+    "dot_entry": (lambda p: _zip(p, [(".", "x"), ("submission.py", "")]), "not a usable file name"),
+    "file_folder_clash": (lambda p: _zip(p, [("VAEwolabel", "x"), ("VAEwolabel/epoch.pth", "y"),
+                                             ("submission.py", "")]), "both a file and a folder"),
+    "long_name": (lambda p: _zip(p, [("x" * 300, "x"), ("submission.py", "")]), "not a usable file name"),
+}
+
+
+def test_malformed_zips_are_error_rows_and_the_batch_still_writes_its_csv_and_page(root, good, small_test, tmp_path):
+    """Each of these raised past the zip checks once (a traceback, exit 1, no grades.csv for anyone)."""
+    import csv
+
+    batch = tmp_path / "class"
+    batch.mkdir()
+    for name, (make, _) in MALFORMED_ZIPS.items():
+        make(batch / f"{name}.zip")
+    shutil.copytree(good, batch / "honest")
+    r = subprocess.run([sys.executable, "grade.py", "--batch", str(batch), "--out", str(tmp_path / "graded"),
+                        "--test-data", str(small_test), "--samples-per-label", "20", "--tasks", "vae"], cwd=root,
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    rows = {row["submission"]: row for row in csv.DictReader(open(tmp_path / "graded" / "grades.csv"))}
+    assert set(rows) == {*MALFORMED_ZIPS, "honest"} and rows["honest"]["error"] == ""
+    for name, (_, message) in MALFORMED_ZIPS.items():
+        assert message in rows[name]["error"] and float(rows[name]["score"]) == 0.0, (name, rows[name]["error"])
+    assert (tmp_path / "graded" / "index.html").stat().st_size > 0
+
+
+def test_links_in_a_folder_graded_in_place_never_lead_outside(root, judge, small_test, variant, tmp_path):
+    """Links where the grader writes (its work folder, the page, a result) are replaced, never followed; a link
+    among the files it reads is the submission's error."""
+    victim = tmp_path / "victim"
+    (victim / variant.name).mkdir(parents=True)
+    (victim / variant.name / "keep.txt").write_text("keep")
+    (victim / "page.html").write_text("keep")
+    (victim / "result.json").write_text("keep")
+    (variant / ".grade_work").symlink_to(victim)
+    (variant / "grade_report.html").symlink_to(victim / "page.html")
+    (variant / "VAEwolabel" / "grade_result.json").unlink(missing_ok=True)
+    (variant / "VAEwolabel" / "grade_result.json").symlink_to(victim / "result.json")
+    r = subprocess.run([sys.executable, "grade.py", "--submission", str(variant), "--test-data", str(small_test),
+                        "--samples-per-label", "20", "--tasks", "vae"], cwd=root, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout[-1000:] + r.stderr[-2000:]
+    assert (victim / variant.name / "keep.txt").read_text() == "keep"
+    assert (victim / "page.html").read_text() == "keep" and (victim / "result.json").read_text() == "keep"
+    result = variant / "VAEwolabel" / "grade_result.json"
+    assert not result.is_symlink() and json.loads(result.read_text())["error"] is None
+    assert not (variant / "grade_report.html").is_symlink()
+    # A link among the files the grader reads: the task's error, and nothing of the target is read.
+    secret = tmp_path / "secret.pth"
+    secret.write_bytes(b"the grader's private file")
+    (variant / "Genwithlabel" / "epoch.pth").unlink()
+    (variant / "Genwithlabel" / "epoch.pth").symlink_to(secret)
+    res = grade(judge, variant, tmp_path / "out", tasks=["gen"])["gen"]
+    assert "Genwithlabel/epoch.pth is a link or special file" in res["error"]
+
+
+
+def test_a_compressed_reply_is_refused_before_it_is_inflated(judge, variant, tmp_path):
+    """The reply's layout is checked before numpy inflates it: a few MB of deflated zeros could be GBs."""
+    patch_submission(variant, "import numpy as _np\n_np.savez = _np.savez_compressed")
+    res = grade(judge, variant, tmp_path / "a", tasks=["vae"])["vae"]
+    assert "compressed reply" in res["error"] and res["score"] == 0.0

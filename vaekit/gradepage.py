@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from .course import TASKS
+from .outputs import output_path, write_atomic
 
 SAMPLES_PNG = "grade_samples.png"  # 10x10: row c holds the first ten samples asked to be digit c
 RECON_PNG = "grade_reconstructions.png"  # test images (top) over their reconstructions (bottom)
@@ -32,16 +33,17 @@ def _grid(images: np.ndarray, nrow: int, pad: int = 1) -> np.ndarray:
     return out
 
 
-def save_previews(folder: Path, samples: np.ndarray, labels: np.ndarray, recon: np.ndarray,
+def save_previews(out_dir: Path, folder: str, samples: np.ndarray, labels: np.ndarray, recon: np.ndarray,
                   originals: np.ndarray) -> None:
-    """Write the sample grid and the reconstruction strip of one graded task (about 30 KB together)."""
+    """Write the sample grid and the reconstruction strip of one graded task into ``out_dir/folder`` (about
+    30 KB together), never through a link the submission left there."""
     from PIL import Image
 
-    folder.mkdir(parents=True, exist_ok=True)
     picks = np.concatenate([np.flatnonzero(labels == c)[:10] for c in range(10)])
-    Image.fromarray(_grid(samples[picks], 10)).save(folder / SAMPLES_PNG, optimize=True)
-    Image.fromarray(_grid(np.concatenate([originals[:16], recon[:16]]), 16)).save(folder / RECON_PNG,
-                                                                                  optimize=True)
+    for name, grid in ((SAMPLES_PNG, _grid(samples[picks], 10)),
+                       (RECON_PNG, _grid(np.concatenate([originals[:16], recon[:16]]), 16))):
+        write_atomic(output_path(out_dir, f"{folder}/{name}"),
+                     lambda p, g=grid: Image.fromarray(g).save(p, format="PNG", optimize=True))
 
 
 def _fmt(v: Any, pct: bool = False) -> str:
@@ -112,7 +114,8 @@ def _detail(name: str, results: dict[str, dict]) -> str:
             parts.append("<p>class histogram of samples: " + ", ".join(
                 f"{c}: {100 * h:.1f} %" for c, h in enumerate(r["class_histogram"])) + "</p>")
         # The JSON rides in a data block the browser does not lay out; opening the details shows it.
-        data = json.dumps(r, sort_keys=True).replace("</", "<\\/")
+        # Inside <script> the HTML parser reacts to "<!--", "<script" and "</script": no "<" reaches it raw.
+        data = json.dumps(r, sort_keys=True).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
         parts.append(f'<details class="json"><summary>grade_result.json</summary><pre></pre>'
                      f'<script type="application/json">{data}</script></details>')
     return "".join(parts) + '<p><a href="#top">back to the table</a></p></section>'
@@ -198,6 +201,4 @@ quarter of the points.</p>
 {"".join(_detail(name, results) for name, results in graded)}
 <script>{SCRIPT}</script></body></html>
 """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(doc)
-    return path
+    return write_atomic(output_path(path.parent, path.name), lambda p: p.write_text(doc))

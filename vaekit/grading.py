@@ -13,7 +13,9 @@ import hashlib
 import io
 import json
 import shutil
+import tempfile
 import time
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +30,9 @@ from .classifier import load_classifier
 from .course import MODEL_FILES, TASKS, TRAINER_HYPERPARAMETERS, SubmissionError, model_files
 from .data import Split, dataset_sha256, load_mnist, load_test_data
 from .gradepage import save_previews
+from .outputs import write_text
 from .paths import CACHE_DIR
-from .sandbox import Worker, WorkerRun, private_copy, resolve_isolation, safe_extract
+from .sandbox import Worker, WorkerRun, copy_hand_in, private_copy, resolve_isolation, safe_extract
 
 MAX_SUBMISSION_PY = 2**20  # bytes; a submission.py is a few kB
 MAX_HYPERPARAMETERS = 2**20
@@ -282,14 +285,35 @@ def _worker_error(run: WorkerRun, what: str, timeout: float) -> tuple[dict[str, 
     if run.overflow:
         return None, f"the submission's process sent back more than the grader accepts while {what}."
     try:
-        with np.load(io.BytesIO(run.stdout), allow_pickle=False) as f:
-            out = {k: f[k] for k in f.files}
+        out = read_reply(run.stdout)
+    except SubmissionError as e:
+        return None, f"{e} (while {what})"
     except Exception:  # noqa: BLE001 - no result at all: the process died
         how = (f"killed by signal {-run.returncode}" if run.returncode < 0 else f"exit status {run.returncode}")
         return None, f"the submission's process died while {what} ({how}): {run.stderr_tail}"[:1500]
     if "error" in out:
         return None, str(out["error"])[:2000]
     return out, None
+
+
+REPLY_KEYS = {"mu", "latent_dim", "latent_dim_recorded", "course_recon", "course_samples", "course_error", "recon",
+              "samples", "warnings", "error"}
+
+
+def read_reply(data: bytes) -> dict[str, np.ndarray]:
+    """A worker's ``.npz`` reply, its layout checked before anything is inflated or loaded: known names only, each
+    stored uncompressed (so nothing inflates past the ``MAX_OUTPUT_BYTES`` already read), no pickled objects."""
+    if not data:
+        raise ValueError("empty reply")
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        infos = zf.infolist()
+        names = [i.filename.removesuffix(".npy") for i in infos]
+        if len(infos) > len(REPLY_KEYS) or not set(names) <= REPLY_KEYS or len(set(names)) != len(names):
+            raise SubmissionError("the submission's process sent back a reply the grader does not read.")
+        if any(i.compress_type != zipfile.ZIP_STORED or i.file_size != i.compress_size for i in infos):
+            raise SubmissionError("the submission's process sent back a compressed reply; the grader refuses it.")
+    with np.load(io.BytesIO(data), allow_pickle=False) as f:
+        return {k: f[k] for k in f.files}
 
 
 def _int(out: dict[str, np.ndarray], key: str) -> int:
@@ -350,7 +374,8 @@ def launch_task(root: Path, task: str, workdir: Path, settings: GradeSettings, i
 def grade_task(judge: Judge, launched: Launched | Exception, task: str, workdir: Path, settings: GradeSettings,
                isolation: str, isolation_warning: str | None, preview_dir: Path | None = None) -> dict[str, Any]:
     """Finish grading one launched task (or record why it could not launch); never raises for a bad
-    submission. ``preview_dir`` gets the page's sample grid and reconstruction strip."""
+    submission. ``preview_dir`` (the output folder) gets the page's sample grid and reconstruction strip in the
+    task's folder."""
     spec = TASKS[task]
     t0 = launched.started if isinstance(launched, Launched) else time.perf_counter()
     result: dict[str, Any] = {"task": task, "folder": spec.folder, "isolation": isolation}
@@ -420,7 +445,7 @@ def grade_task(judge: Judge, launched: Launched | Exception, task: str, workdir:
         result["fair_score"] = metrics.fair_score(scored)
         result["warnings"] = warnings + result["flags"]
         if preview_dir is not None:
-            save_previews(preview_dir, samples, labels, recon, judge.test_u8)
+            save_previews(preview_dir, spec.folder, samples, labels, recon, judge.test_u8)
     except (SubmissionError, CheckpointError) as e:
         error = str(e)
     except Exception as e:  # noqa: BLE001 - a grader bug must still not kill the batch
@@ -442,37 +467,28 @@ def grade_task(judge: Judge, launched: Launched | Exception, task: str, workdir:
 
 
 def write_result(out_dir: Path, result: dict[str, Any]) -> Path:
-    path = out_dir / result["folder"] / "grade_result.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
-    return path
-
-
-def find_submission_root(folder: Path) -> Path:
-    """The folder holding ``submission.py``: ``folder`` itself or its single subfolder (a zipped top folder)."""
-    if (folder / "submission.py").is_file():
-        return folder
-    subs = [d for d in folder.iterdir() if d.is_dir() and (d / "submission.py").is_file()]
-    if len(subs) == 1:
-        return subs[0]
-    raise SubmissionError("submission.py not found at the top of the submission (or of its one top folder).")
+    return write_text(out_dir, f"{result['folder']}/grade_result.json", json.dumps(result, indent=2, sort_keys=True)
+                      + "\n")
 
 
 def grade_submission(judge: Judge, submission: Path, out_dir: Path, tasks: list[str],
                      settings: GradeSettings) -> dict[str, dict[str, Any]]:
-    """Grade a folder or zip; write ``out_dir/<task folder>/grade_result.json`` for each task."""
+    """Grade a folder or zip; write ``out_dir/<task folder>/grade_result.json`` for each task. Never raises for
+    what the submission holds: a zip or folder that cannot be read is every task's error."""
     out_dir, submission = Path(out_dir).resolve(), Path(submission).resolve()
-    work = out_dir / ".grade_work" / submission.name
-    shutil.rmtree(work, ignore_errors=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # A fresh, uniquely named work folder: nothing the submission placed in out_dir (a folder graded in place) is
+    # ever followed, written into or deleted.
+    work = Path(tempfile.mkdtemp(prefix=".grade_work-", dir=out_dir))
     results: dict[str, dict[str, Any]] = {}
     try:
         isolation, isolation_warning = resolve_isolation(settings.isolation)
         if submission.is_file() and submission.suffix == ".zip":
-            root = find_submission_root(safe_extract(submission, work / "unzipped"))
+            root = copy_hand_in(safe_extract(submission, work / "unzipped"), work / "copy")
         elif submission.is_dir():
-            root = find_submission_root(submission)
+            root = copy_hand_in(submission, work / "copy")
         else:
-            raise SubmissionError(f"{submission} is neither a folder nor a .zip file.")
+            raise SubmissionError(f"{submission.name} is neither a folder nor a .zip file.")
         # Every task's workers start up front, so one task's start-up overlaps the other's scoring.
         launched: dict[str, Launched | Exception] = {}
         for task in tasks:
@@ -485,18 +501,16 @@ def grade_submission(judge: Judge, submission: Path, out_dir: Path, tasks: list[
         # The tasks then run side by side too: one's scoring overlaps the other's workers (the two cores stay busy).
         with ThreadPoolExecutor(len(tasks)) as pool:
             futures = {task: pool.submit(grade_task, judge, launched[task], task, work / task, settings, isolation,
-                                         isolation_warning, out_dir / TASKS[task].folder) for task in tasks}
+                                         isolation_warning, out_dir) for task in tasks}
             results.update({task: f.result() for task, f in futures.items()})
-    except SubmissionError as e:
+    except Exception as e:  # noqa: BLE001 - one hand-in never stops a batch: whatever reading it raised is its error
+        error = str(e) if isinstance(e, SubmissionError) else (
+            f"the submission could not be read ({type(e).__name__}: {str(e)[:300]}).")
         for task in tasks:
-            results[task] = {"task": task, "folder": TASKS[task].folder, "error": str(e), "score": 0.0,
+            results[task] = {"task": task, "folder": TASKS[task].folder, "error": error, "score": 0.0,
                              "fair_score": 0.0}
     finally:
         shutil.rmtree(work, ignore_errors=True)
-        try:
-            (out_dir / ".grade_work").rmdir()
-        except OSError:
-            pass
     for res in results.values():
         write_result(out_dir, res)
     return results
@@ -509,10 +523,11 @@ CSV_FIELDS = ("submission", "task", "score", "max_score", "fair_score", "ssim", 
 
 def write_csv(path: Path, rows: list[tuple[str, dict[str, Any]]]) -> None:
     """One row per (submission, task)."""
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=CSV_FIELDS)
-        w.writeheader()
-        for name, res in rows:
-            row = {k: res.get(k) for k in CSV_FIELDS if k != "submission"}
-            row["flags"] = len(res.get("flags") or [])
-            w.writerow({"submission": name, **row})
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=CSV_FIELDS)
+    w.writeheader()
+    for name, res in rows:
+        row = {k: res.get(k) for k in CSV_FIELDS if k != "submission"}
+        row["flags"] = len(res.get("flags") or [])
+        w.writerow({"submission": name, **row})
+    write_text(path.parent, path.name, buf.getvalue())
