@@ -65,7 +65,10 @@ def refit_prior(src: Path, dst: Path, task: str, train: Split, components: int |
     as trained) and ``fit_prior`` ``options`` (no retraining)."""
     folder = TASKS[task].folder
     shutil.copytree(src / folder, dst / folder, ignore=shutil.ignore_patterns("*_state.pth"))
-    shutil.copy(src / "submission.py", dst / "submission.py")
+    source = (src / "submission.py").read_text()
+    if components:  # as a default: the course builds the model from latent_dim alone and loads it strictly
+        source = re.sub(r"components: int = \d+", f"components: int = {components}", source)
+    (dst / "submission.py").write_text(source)
     overrides = {"components": components} if components else None
     model, hp = load_model(dst / folder, dst / "submission.py", overrides=overrides, weights=False)
     weights = checkpoint.load_checkpoint(dst / folder / "epoch.pth")["model_state_dict"]
@@ -102,30 +105,30 @@ def canonical_seconds(dry_run: bool) -> float:
     return seconds
 
 
-def recon_ceiling(judge: Judge, folder: Path, submission: Path, task: str, train: Split) -> float:
-    """fid_ratio of ``decode(encode(x))`` for the first 10 000 training images (in-process: our own models)."""
+def recon_ceiling(judge: Judge, folder: Path, submission: Path, task: str, train: Split, n: int = 10000) -> float:
+    """fid_ratio of the reconstructions of the first ``n`` training images (in-process: our own models)."""
     model, _ = load_model(folder, submission)
-    images, _ = reconstruct(model, train.x[:10000], train.y[:10000])
-    return reconstruction_fid_ratio(judge, quantize(images), train.y[:10000].numpy(), TASKS[task].conditional)
+    images, _ = reconstruct(model, train.x[:n], train.y[:n])
+    return reconstruction_fid_ratio(judge, quantize(images), train.y[:n].numpy(), TASKS[task].conditional)
 
 
-def decode_rate(folder: Path, submission: Path) -> float:
-    """Images per second of ``decode`` on this machine (10 000 samples, eval mode, no grad)."""
+def decode_rate(folder: Path, submission: Path, n: int = 10000) -> float:
+    """Images per second of ``decode`` on this machine (``n`` samples, eval mode, no grad)."""
     model, hp = load_model(folder, submission)
     fast_layout(model)  # as grade.py's worker decodes
-    labels = torch.arange(10).repeat_interleave(1000)
+    labels = torch.arange(10).repeat_interleave(n // 10)
     latent_dim = hp["model_kwargs"]["latent_dim"]
-    sample(model, labels[:2000], latent_dim, seed=0)  # warm-up
+    sample(model, labels[:n // 5], latent_dim, seed=0)  # warm-up
     t0 = time.perf_counter()
     sample(model, labels, latent_dim, seed=0)
     return len(labels) / (time.perf_counter() - t0)
 
 
 def row(name: str, task: str, result: dict, train_s: float, folder: Path, submission: Path, canonical_s: float,
-        ceiling: float) -> dict:
+        ceiling: float, n: int = 10000) -> dict:
     hp = json.loads((folder / "hyperparameters.txt").read_text())
     r = {"model": name, "task": task, "train_s": round(train_s, 1), "train_x": round(train_s / canonical_s, 2),
-         "epochs": hp.get("epochs_run"), "samples_per_s": round(decode_rate(folder, submission)),
+         "epochs": hp.get("epochs_run"), "samples_per_s": round(decode_rate(folder, submission, n)),
          "fid_ratio_recon": ceiling}
     for key in ("score", "max_score", "fair_score", "cond_accuracy", "fid_ratio", "diversity", "memorization",
                 "mse", "ssim", "fid", "latent_dim", "class_histogram", "histogram_max_deviation", "error"):
@@ -229,19 +232,28 @@ def main(argv: list[str] | None = None) -> None:
         models.append(("default conv, no volume cap", task, uncapped, ROOT / "submission.py", seconds))
 
     # -- grade: the real grade.py command on the defaults (timed), the same code in-process for the rest --
+    test_data = None
+    if args.dry_run:  # a smoke test grades on 500 test images
+        import numpy as np
+
+        test_data = runs / "test_subset.npz"
+        t = load_mnist("test").subset(500)
+        np.savez(test_data, x=quantize(t.x), y=t.y.numpy())
     t0 = time.perf_counter()
     subprocess.run([PY, "grade.py", "--submission", str(runs / "default"), "--out", str(runs / "default_graded")]
-                   + (["--samples-per-label", "50"] if args.dry_run else []), cwd=ROOT, check=True)
+                   + (["--samples-per-label", "50", "--test-data", str(test_data)] if args.dry_run else []),
+                   cwd=ROOT, check=True)
     grade_s = time.perf_counter() - t0
-    judge = Judge()
+    judge = Judge(str(test_data) if test_data else None)
+    n_images = 1000 if args.dry_run else 10000  # reconstructed (the ceiling) and decoded (the rate) per model
     settings = GradeSettings(per_label=50 if args.dry_run else 1000)
     rows = []
     for name, task, sub_dir, sub_py, seconds in models:
         slug = re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_")
         result = grade_submission(judge, sub_dir, runs / "graded" / slug, [task], settings)[task]
         folder = sub_dir / result["folder"]
-        ceiling = recon_ceiling(judge, folder, sub_py, task, train_split)
-        rows.append(row(name, task, result, seconds, folder, sub_py, sum(canonical[task]) / 2, ceiling))
+        ceiling = recon_ceiling(judge, folder, sub_py, task, train_split, n_images)
+        rows.append(row(name, task, result, seconds, folder, sub_py, sum(canonical[task]) / 2, ceiling, n_images))
     rows.sort(key=lambda r: (r["task"] != "vae", r["model"]))
 
     real_hist = metrics.class_histogram(train_split.y.numpy())
