@@ -28,7 +28,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from .course import TASKS, SubmissionError
+from . import contract
+from .course import SubmissionError
 
 SEED = 42
 BATCH_SIZE = 4096
@@ -50,14 +51,11 @@ def _fail(call: str, e: BaseException, expected: str) -> SubmissionError:
     return SubmissionError(f"course replay: {call} failed ({type(e).__name__}: {str(e)[:300]}); {expected}")
 
 
-def build(cls: type, latent_dim: int, state_dict: dict[str, torch.Tensor]) -> nn.Module:
+def build(sub: Any, task: str, latent_dim: int, state_dict: dict[str, torch.Tensor]) -> nn.Module:
     """Steps 1-2: the model exactly as the harness builds and loads it."""
     set_random_seed()
-    name = cls.__name__
-    try:
-        model = cls(latent_dim=latent_dim)
-    except Exception as e:  # noqa: BLE001 - the student's constructor
-        raise _fail(f"{name}(latent_dim={latent_dim})", e, "the course builds the model from latent_dim alone.") from e
+    model = contract.build(sub, task, latent_dim)
+    name = type(model).__name__
     try:
         model.load_state_dict(state_dict)
     except Exception as e:  # noqa: BLE001
@@ -90,20 +88,8 @@ def reconstructions(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> np.nd
 @torch.no_grad()
 def samples(model: nn.Module, latent_dim: int, per_digit: int) -> np.ndarray:
     """Step 4: uint8 ``[10 * per_digit, 28, 28]``, digit by digit, one ``decode`` call per image."""
-    out = []
-    for label in range(10):
-        for _ in range(per_digit):
-            z = torch.randn(1, latent_dim)
-            c = torch.tensor(label)
-            try:
-                img = model.decode(z, c).cpu().view(28, 28)
-            except Exception as e:  # noqa: BLE001
-                raise _fail(f"model.decode(torch.randn(1, {latent_dim}), torch.tensor({label}))", e,
-                            "the course's inference.py passes each label as a 0-dim tensor, so its own harness "
-                            "fails on this model too: decode must accept a label of shape [] as well as [B], "
-                            "and return 784 pixels per z.") from e
-            out.append((img.numpy() * 255).astype(np.uint8))
-    return np.stack(out)
+    return np.stack([(contract.decode_one(model, latent_dim, label).numpy() * 255).astype(np.uint8)
+                     for label in range(10) for _ in range(per_digit)])
 
 
 def replay(sub: Any, task: str, latent_dim: int, state_dict: dict[str, torch.Tensor], x: torch.Tensor,
@@ -126,15 +112,11 @@ def replay(sub: Any, task: str, latent_dim: int, state_dict: dict[str, torch.Ten
 
 def _replay(sub: Any, task: str, latent_dim: int, state_dict: dict[str, torch.Tensor], x: torch.Tensor,
             y: torch.Tensor) -> dict[str, np.ndarray]:
-    cls = getattr(sub, TASKS[task].model_class, None)
-    if not isinstance(cls, type):
-        return {"course_error": np.str_(f"course replay: submission.py has no class {TASKS[task].model_class}, "
-                                        "which the course's inference.py imports.")}
     out: dict[str, np.ndarray] = {}
     try:
-        model = build(cls, latent_dim, state_dict)
+        model = build(sub, task, latent_dim, state_dict)
         out["course_recon"] = reconstructions(model, x, y)
         out["course_samples"] = samples(model, latent_dim, SAMPLES_PER_DIGIT[task])
     except SubmissionError as e:
-        out["course_error"] = np.str_(str(e))
+        out["course_error"] = np.str_(str(e) if str(e).startswith("course replay:") else f"course replay: {e}")
     return out

@@ -336,7 +336,6 @@ class Launched:
     """A task whose files passed the checks and whose two sandboxed workers are starting up."""
 
     task: str
-    latent_dim: int
     class_name: str
     epoch_sha256: str
     workers: dict[str, Worker]
@@ -360,15 +359,14 @@ def launch_task(root: Path, task: str, workdir: Path, settings: GradeSettings, i
     for path, cap in ((root / "submission.py", MAX_SUBMISSION_PY), (hp_file, MAX_HYPERPARAMETERS)):
         if path.stat().st_size > cap:
             raise SubmissionError(f"{path.name} is larger than {cap // 1024} KiB.")
-    class_name, kwargs = model_spec(read_hyperparameters(hp_file), spec.model_class)
+    class_name, _ = model_spec(read_hyperparameters(hp_file), spec.model_class)
     files = private_copy({"submission.py": root / "submission.py", "epoch.pth": ckpt,
                           "hyperparameters.txt": hp_file}, workdir / "files")
     job = {"task": task, "seed": settings.seed, "per_label": settings.per_label, "threads": settings.threads,
            "memory_bytes": int(settings.memory_gb * 2**30)}
     workers = {mode: Worker(mode, job, files, isolation, settings.threads) for mode in ("encode", "decode")}
     names = {"checkpoint": ckpt.name, "hyperparameters": hp_file.name}
-    return Launched(task, int(kwargs["latent_dim"]), class_name, file_sha256(files / "epoch.pth"), workers, t0,
-                    names)
+    return Launched(task, class_name, file_sha256(files / "epoch.pth"), workers, t0, names)
 
 
 def grade_task(judge: Judge, launched: Launched | Exception, task: str, workdir: Path, settings: GradeSettings,
