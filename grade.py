@@ -18,7 +18,9 @@ Writes <out>/<task folder>/grade_result.json. Exit status: 0 when every task of 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -26,7 +28,7 @@ from vaekit.checkpoint import CheckpointError
 from vaekit.course import TASKS
 from vaekit.data import DataError
 from vaekit.gradepage import write_page
-from vaekit.grading import GradeSettings, Judge, grade_submission, write_csv
+from vaekit.grading import GradeSettings, Judge, grade_submission, write_csv, write_result
 from vaekit.sandbox import ISOLATION_MODES
 
 DEFAULT = GradeSettings()
@@ -66,14 +68,19 @@ def main(argv: list[str] | None = None) -> int:
                    "(default: the official MNIST test split)")
     p.add_argument("--classifier", default=None, help="private classifier weights (default: the shipped, "
                    "sha256-pinned vaekit/assets/classifier.pt)")
-    p.add_argument("--seed", type=int, default=DEFAULT.seed, help="seed of the sampling noise")
+    p.add_argument("--seed", type=int, default=DEFAULT.seed, help="with --secret and each submission's files, seeds "
+                   "its sampling noise (a regrade of the same files is identical; different files get other noise)")
+    p.add_argument("--secret", default=os.environ.get("VAEKIT_SECRET", DEFAULT.secret),
+                   help="a TA's secret mixed into every sampling seed, so no student can compute the noise their "
+                   "samples will be drawn from (default: $VAEKIT_SECRET, which keeps it off the command line)")
     p.add_argument("--samples-per-label", type=int, default=DEFAULT.per_label,
                    help="generated images per digit for the classifier metrics (the course fields always replay "
                    "the course's own 10 / 100 per digit)")
     p.add_argument("--timeout", type=float, default=DEFAULT.timeout,
-                   help="seconds for each process that runs the submission's code (two per task)")
+                   help="seconds for all the processes of one task together (encoding, then decoding)")
     p.add_argument("--memory-gb", type=float, default=DEFAULT.memory_gb,
-                   help="address-space cap of each process that runs the submission's code")
+                   help="memory of one submission: the resident memory of all its processes together (a cgroup, "
+                   "where the grader may make one) and the address space of each")
     p.add_argument("--isolation", choices=ISOLATION_MODES, default=DEFAULT.isolation,
                    help="auto: a bubblewrap sandbox where the OS allows one, else a plain child process with a "
                    "warning in every result; required: refuse to run submissions without the sandbox (for "
@@ -81,12 +88,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", default=None, metavar="DIR", help="grade every zip or folder in DIR; writes "
                    "OUT/<name>/... and OUT/grades.csv")
     p.add_argument("-j", "--jobs", type=int, default=1, help="submissions graded in parallel (batch mode)")
+    p.add_argument("--batch-budget", type=float, default=None, metavar="SECONDS",
+                   help="wall-clock budget of the whole batch: a submission not started when it runs out gets an "
+                   "error row (rerun for those); default: none")
     args = p.parse_args(argv)
-    if args.jobs < 1 or args.timeout <= 0 or args.memory_gb <= 0 or args.samples_per_label < 2:
-        p.error("-j, --timeout and --memory-gb must be positive and --samples-per-label at least 2.")
+    if (args.jobs < 1 or args.timeout <= 0 or args.memory_gb <= 0 or args.samples_per_label < 2
+            or (args.batch_budget is not None and args.batch_budget <= 0)):
+        p.error("-j, --timeout, --memory-gb and --batch-budget must be positive and --samples-per-label at least 2.")
 
     settings = GradeSettings(seed=args.seed, per_label=args.samples_per_label, timeout=args.timeout,
-                             memory_gb=args.memory_gb, isolation=args.isolation)
+                             memory_gb=args.memory_gb, isolation=args.isolation, secret=args.secret)
     try:
         judge = Judge(args.test_data, args.classifier, threads=settings.threads)
     except (DataError, CheckpointError, OSError, ValueError) as e:
@@ -101,8 +112,18 @@ def main(argv: list[str] | None = None) -> int:
         if not entries:
             p.error(f"--batch {batch} holds no .zip files or folders.")
 
+        started = time.monotonic()
+
         def one(entry: Path) -> tuple[str, dict]:
             try:
+                if args.batch_budget is not None and time.monotonic() - started > args.batch_budget:
+                    error = (f"not graded: the batch's budget of {args.batch_budget:g} s (--batch-budget) ran out "
+                             "before this submission started.")
+                    results = {t: {"task": t, "folder": TASKS[t].folder, "error": error, "score": 0.0,
+                                   "fair_score": 0.0} for t in args.tasks}
+                    for r in results.values():
+                        write_result(out / entry.stem, r)
+                    return entry.stem, results
                 return entry.stem, grade_submission(judge, entry, out / entry.stem, args.tasks, settings)
             except Exception as e:  # noqa: BLE001 - a grader bug on one hand-in is that hand-in's row, not the batch's end
                 error = f"grader error: {type(e).__name__}: {e}"

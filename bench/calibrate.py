@@ -1,15 +1,18 @@
 """Calibrate and check the fair score: grade honest reference models, degenerate generators and cheats.
 
-    python bench/calibrate.py            # about 15 minutes on 2 CPU cores -> bench/calibration.{json,md}
+    python bench/calibrate.py            # about 20 minutes on 2 CPU cores -> bench/calibration.{json,md}
     python bench/calibrate.py --dry-run  # 500 test images, 50 samples per digit, results in bench/runs/
     python bench/calibrate.py --rescore  # recompute the fair scores of the last run's grades (new constants)
 
 Subjects: the kit's defaults (./VAEwolabel, ./Genwithlabel), the textbook MLP VAE / CVAE a student writes from
 the lecture (bench/reference/mlp, trained by the command in bench/README.md), the kit's defaults with a
-degenerate sampler (bench/cheats/degenerate_patch.py: reconstructions stay honest), and the red team's
-cheats (bench/cheats/cheat_submission.py). The targets checked: the textbook model earns at least half the
-points, the kit's defaults at least 90 %, every degenerate or cheating submission at most a quarter of the
-textbook model's fair score. The README's calibration table is rewritten from bench/calibration.md.
+degenerate sampler (bench/cheats/degenerate_patch.py: reconstructions stay honest; "adversarial" is a gradient
+attack on the shipped classifier), and the red team's cheats (bench/cheats/cheat_submission.py). The textbook
+model and the adversarial sampler are graded again with a private classifier (train_classifier.py with another
+seed, 2 epochs), as a TA would grade. The targets checked: the textbook model earns at least half the points,
+the kit's defaults at least 90 %, every degenerate or cheating submission at most a quarter of the textbook
+model's fair score under the same classifier. The README's calibration table is rewritten from
+bench/calibration.md.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ import argparse
 import json
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
@@ -34,7 +39,7 @@ BENCH = ROOT / "bench"
 CHEAT = BENCH / "cheats" / "cheat_submission.py"
 PATCH = BENCH / "cheats" / "degenerate_patch.py"
 DEGENERATE = {"noise": ("vae", "gen"), "one_per_digit": ("vae", "gen"), "label_permuted": ("gen",),
-              "train_copier": ("vae", "gen"), "test_copier": ("vae", "gen")}
+              "train_copier": ("vae", "gen"), "test_copier": ("vae", "gen"), "adversarial": ("vae", "gen")}
 CHEATS = ("reads_grader_files", "stash_memory", "stash_files", "writes_outside", "socket", "rewrites_output",
           "pass_through", "weights_lookup")
 
@@ -59,6 +64,31 @@ def write_task(folder: Path, task: str, state: dict[str, torch.Tensor], kwargs: 
 def bank(split, n: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     x = torch.from_numpy(quantize(split.x)).reshape(len(split), 784)
     return (x, split.y) if n is None else (x[:n], split.y[:n])
+
+
+def adversarial_bank(train, noise: float = 0.05, eps: float = 0.3, steps: int = 200,
+                     seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per digit, the training mean plus one perturbation (at most ``eps`` per pixel) that makes the shipped
+    classifier read mean + perturbation + N(0, noise²) pixel noise as that digit: a gradient attack on the public
+    classifier, done once, that any noise the grader draws keeps working on. Returns (uint8 [10, 784], labels)."""
+    from vaekit.classifier import load_classifier
+
+    classifier, _ = load_classifier()
+    classifier.eval().requires_grad_(False)
+    means = torch.stack([train.x[train.y == c].mean(0) for c in range(10)])  # [10, 1, 28, 28]
+    delta = torch.zeros_like(means, requires_grad=True)
+    opt = torch.optim.Adam([delta], lr=0.01)
+    gen = torch.Generator().manual_seed(seed)
+    labels = torch.arange(10).repeat_interleave(32)
+    for _ in range(steps):
+        base = (means + delta.clamp(-eps, eps)).repeat_interleave(32, 0)
+        x = (base + noise * torch.randn(base.shape, generator=gen)).clamp(0, 1)
+        loss = torch.nn.functional.cross_entropy(classifier(x), labels)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    images = (means + delta.detach().clamp(-eps, eps)).clamp(0, 1)
+    return torch.from_numpy(quantize(images)).reshape(10, 784), torch.arange(10)
 
 
 def degenerate(out: Path, base: Path, mode: str, tasks: tuple[str, ...], images: dict) -> Path:
@@ -90,13 +120,13 @@ def cheat(out: Path, attack: str, tasks: tuple[str, ...], test_bank: tuple, **co
 
 
 def markdown(rows: list[dict]) -> str:
-    head = ["submission", "kind", "task", "course score", "fair score", "fair ÷ textbook", "target", "met",
-            "label", "diversity", "novelty", "recon", "fid", "flags"]
+    head = ["submission", "kind", "task", "classifier", "course score", "fair score", "fair ÷ textbook", "target",
+            "met", "label", "diversity", "novelty", "recon", "fid", "flags"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         f = r.get("fair_factors") or {}
         lines.append("| " + " | ".join([
-            r["name"], r["kind"], r["task"], f"{r['score']:.2f}/{TASKS[r['task']].max_score:.0f}",
+            r["name"], r["kind"], r["task"], r["classifier"], f"{r['score']:.2f}/{TASKS[r['task']].max_score:.0f}",
             f"{r['fair_score']:.2f}", f"{r['relative']:.2f}", r["target"], "yes" if r["met"] else "**no**",
             *(f"{f[k]:.2f}" if k in f else "–" for k in ("label", "diversity", "novelty", "reconstruction", "fid")),
             str(len(r.get("flags") or [])) if not r.get("error") else "error"]) + " |")
@@ -115,7 +145,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.rescore:
         rows = json.loads((BENCH / "calibration.json").read_text())
         for r in rows:
-            res = json.loads((BENCH / "runs" / "calibration" / "graded" / re.sub(r"\W+", "_", r["name"]) /
+            graded = "graded" if r.get("classifier", "public") == "public" else "graded_private"
+            res = json.loads((BENCH / "runs" / "calibration" / graded / re.sub(r"\W+", "_", r["name"]) /
                               TASKS[r["task"]].folder / "grade_result.json").read_text())
             if not res.get("error"):
                 r["fair_factors"], r["fair_score"] = fair_factors(res), fair_score(res)
@@ -134,7 +165,8 @@ def main(argv: list[str] | None = None) -> None:
     judge = Judge(str(test_data) if test_data else None)
     settings = GradeSettings(per_label=50 if args.dry_run else 1000)
     test_bank = (torch.from_numpy(judge.test_u8).reshape(-1, 784), torch.from_numpy(judge.test_y))
-    images = {"train_copier": bank(load_mnist("train"), 5000), "test_copier": test_bank}
+    train = load_mnist("train")
+    images = {"train_copier": bank(train, 5000), "test_copier": test_bank, "adversarial": adversarial_bank(train)}
 
     subjects = [("kit defaults", "honest", ROOT, ("vae", "gen")),
                 ("textbook MLP", "honest", Path(args.reference), ("vae", "gen"))]
@@ -144,24 +176,37 @@ def main(argv: list[str] | None = None) -> None:
         tasks = ("vae", "gen") if attack in ("weights_lookup", "pass_through") else ("vae",)
         subjects.append((attack, "cheat", cheat(runs / attack, attack, tasks, test_bank), tasks))
 
+    rows = grade_all(judge, subjects, settings, runs / "graded", "public")
+    # The attack on the shipped classifier, judged by a private one (another seed, as a TA would train it).
+    private = runs / "private_classifier.pt"
+    subprocess.run([sys.executable, str(ROOT / "train_classifier.py"), "--seed", "1", "--out", str(private),
+                    *(["--dry-run"] if args.dry_run else ["--epochs", "2"])], cwd=ROOT, check=True)
+    judge = Judge(str(test_data) if test_data else None, str(private))
+    rows += grade_all(judge, [s for s in subjects if s[0] in ("textbook MLP", "adversarial")], settings,
+                      runs / "graded_private", "private")
+    report(rows, runs if args.dry_run else BENCH, update_readme=not args.dry_run)
+
+
+def grade_all(judge: Judge, subjects: list, settings: GradeSettings, out: Path, classifier: str) -> list[dict]:
     rows = []
     for name, kind, folder, tasks in subjects:
-        graded = grade_submission(judge, folder, runs / "graded" / re.sub(r"\W+", "_", name), list(tasks), settings)
+        graded = grade_submission(judge, folder, out / re.sub(r"\W+", "_", name), list(tasks), settings)
         for task, r in graded.items():
-            rows.append({"name": name, "kind": kind, "task": task, **{k: r.get(k) for k in (
+            rows.append({"name": name, "kind": kind, "task": task, "classifier": classifier, **{k: r.get(k) for k in (
                 "score", "fair_score", "fair_factors", "flags", "error", "ssim", "fid_ratio", "cond_accuracy",
                 "memorization", "memorization_heldout", "recon_copies", "diversity_within_class")}})
-            print(f"{name:22s} {task}  course {r['score']:6.2f}  fair {r['fair_score']:6.2f}  "
+            print(f"{name:22s} {task} {classifier:7s} course {r['score']:6.2f}  fair {r['fair_score']:6.2f}  "
                   f"{r.get('error') or ''}", flush=True)
-    report(rows, runs if args.dry_run else BENCH, update_readme=not args.dry_run)
+    return rows
 
 
 def report(rows: list[dict], out: Path, update_readme: bool) -> None:
     """Check each row against its target; write calibration.{json,md} (and the README's table)."""
-    textbook = {r["task"]: r["fair_score"] for r in rows if r["name"] == "textbook MLP"}
+    textbook = {(r["task"], r["classifier"]): r["fair_score"] for r in rows if r["name"] == "textbook MLP"}
     for r in rows:
         top = TASKS[r["task"]].max_score
-        r["relative"] = r["fair_score"] / textbook[r["task"]] if textbook[r["task"]] else float("inf")
+        ref = textbook[r["task"], r["classifier"]]
+        r["relative"] = r["fair_score"] / ref if ref else float("inf")
         if r["name"] == "kit defaults":
             r["target"], r["met"] = "≥ 90 % of max", r["fair_score"] >= 0.9 * top
         elif r["kind"] == "honest":

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -73,12 +74,21 @@ def make_cheat(folder, attack, small_test=None, tasks=("vae",), **constants):
     return cheat(folder, attack, tasks, bank, **constants)
 
 
-def test_sandbox_shows_nothing_of_the_host(tmp_path, root):
+def _in_sandbox(tmp_path, code: str) -> dict:
+    """Run ``code`` (which prints one JSON line) in the grader's sandbox; return what it printed."""
     probe = tmp_path / "files"
-    probe.mkdir()
+    probe.mkdir(mode=0o755)
+    (probe / "probe.py").write_text(code)
+    with sandbox.SandboxCommand(probe, 1, [sys.executable, "/submission/probe.py"]) as sb:
+        r = subprocess.run(sb.argv, capture_output=True, text=True, timeout=120, cwd="/")
+    assert r.returncode == 0, r.stderr[-2000:]
+    return json.loads(r.stdout)
+
+
+def test_sandbox_shows_nothing_of_the_host(tmp_path, root):
     hidden = [str(root / "data" / "MNIST" / "raw"), str(root / "vaekit" / "assets" / "classifier.pt"),
               "/root/.bashrc", "/etc/passwd"]
-    (probe / "probe.py").write_text(f"""
+    seen = _in_sandbox(tmp_path, f"""
 import json, os, socket
 out = {{"root": sorted(os.listdir("/")), "tmp": os.listdir("/tmp"), "uid": os.getuid(), "home": os.environ["HOME"],
        "pids": [p for p in os.listdir("/proc") if p.isdigit()], "exists": [os.path.exists(p) for p in {hidden!r}]}}
@@ -94,9 +104,6 @@ except OSError as e:
     out["net"] = str(e)
 print(json.dumps(out))
 """)
-    r = subprocess.run(sandbox.bwrap_command(probe, 1) + [sys.executable, "/submission/probe.py"],
-                       capture_output=True, text=True, timeout=60)
-    seen = json.loads(r.stdout)
     assert seen["exists"] == [False] * 4  # no repo data, no grading classifier, no $HOME, no host /etc
     # /tmp is empty but for the way to the runtime, where the checkout itself lives under /tmp.
     runtime = [p for p in sandbox._runtime_paths() if p.startswith("/tmp/")]
@@ -104,6 +111,63 @@ print(json.dumps(out))
     assert seen["home"] == "/tmp" and seen["uid"] == 65534
     assert len(seen["pids"]) <= 3  # its own PID namespace: no grader process in sight
     assert seen["write_submission"] is False and seen["net"] is not True
+
+
+def test_sandbox_holds_no_host_privilege_and_writes_only_capped_tmpfs(tmp_path):
+    """As root, bubblewrap alone would map the sandbox's uid to host root, with /proc/sys writable: the kernel's
+    core_pattern (a program run as root on every crash), drop_caches. The grader drops to uid 65534 first."""
+    seen = _in_sandbox(tmp_path, """
+import json, os, subprocess
+out = {}
+for path in ("/proc/sys/kernel/core_pattern", "/proc/sys/vm/drop_caches", "/proc/sys/kernel/modprobe",
+             "/proc/sys/vm/overcommit_memory", "/proc/sysrq-trigger", "/", "/etc", "/dev", "/usr"):
+    try:  # opening for writing changes nothing; only whether it opens matters
+        if os.path.isdir(path):
+            open(os.path.join(path, "x"), "w").close()
+        else:
+            open(path, "r+").close()
+        out[path] = "writable"
+    except OSError as e:
+        out[path] = e.strerror
+for path, size in (("/tmp/fill", 300 << 20), ("/dev/shm/fill", 20 << 20)):
+    try:
+        with open(path, "wb") as f:
+            for _ in range(size >> 20):
+                f.write(bytes(1 << 20))
+        out[path] = "unbounded"
+    except OSError as e:
+        out[path] = e.strerror
+    os.remove(path)
+out["userns"] = subprocess.run(["unshare", "--user", "true"], capture_output=True).returncode
+print(json.dumps(out))
+""")
+    assert "writable" not in seen.values() and "unbounded" not in seen.values(), seen
+    assert seen["userns"] != 0  # no new user namespace inside (where it would be root again)
+
+
+def test_sandboxed_process_is_no_host_root(tmp_path):
+    """What the host sees: the submission's process runs as uid 65534, whoever runs the grader."""
+    probe = tmp_path / "files"
+    probe.mkdir(mode=0o755)
+    with sandbox.SandboxCommand(probe, 1, ["/bin/sleep", "20"]) as sb:
+        proc = subprocess.Popen(sb.argv, cwd="/")
+        try:
+            uids = {}
+            for _ in range(100):  # the sandbox's process: the one whose command is the sleep
+                for status in Path("/proc").glob("[0-9]*/status"):
+                    try:
+                        text = status.read_text()
+                        if (status.parent / "cmdline").read_bytes() == b"/bin/sleep\x0020\x00":
+                            uids[status.parent.name] = int(text.split("Uid:")[1].split()[0])
+                    except (OSError, IndexError):
+                        continue
+                if uids:
+                    break
+                time.sleep(0.05)
+        finally:
+            proc.kill()
+            proc.wait()
+    assert uids and set(uids.values()) == {65534}, uids
 
 
 @pytest.fixture(scope="module")
@@ -200,3 +264,60 @@ def test_isolation_required_refuses_where_there_is_no_sandbox(judge, good, tmp_p
     res = grade_submission(judge, good, tmp_path / "auto", ["vae"], GradeSettings(per_label=20))["vae"]
     assert res["error"] is None and res["isolation"] == "none"
     assert any("no user namespaces" in w for w in res["warnings"])
+
+
+def test_no_decoder_runs_while_an_encoder_does(judge, tmp_path, monkeypatch):
+    """lock_channel: after seeing the images each encoder holds a lock on a file every sandbox can open (the Gen
+    encoder three times longer); a decoder alive meanwhile hears it (here one bit; a lock per byte range carries
+    a test set). Decoders get their input, and run the
+    student's code, only once every encoder of the submission is gone."""
+    from vaekit import grading
+
+    sub = make_cheat(tmp_path / "sub", "lock_channel", tasks=("vae", "gen"), HOLD=2.0)
+    res = grade_submission(judge, sub, tmp_path / "out", ["vae", "gen"], SETTINGS)
+    assert all(r["error"] is None for r in res.values()), {t: r["error"] for t, r in res.items()}
+    # The control: without the gate the first task's decoder runs while the other encoder still talks, and hears.
+    monkeypatch.setattr(grading.EncodingGate, "wait", lambda self: None)
+    res = grade_submission(judge, sub, tmp_path / "open", ["vae", "gen"], SETTINGS)
+    assert any("heard the encoder" in (r["error"] or "") for r in res.values()), res
+
+
+def test_fork_bomb_is_capped_per_sandbox(judge, tmp_path):
+    sub = make_cheat(tmp_path / "sub", "fork_bomb")
+    res = grade_submission(judge, sub, tmp_path / "out", ["vae"], SETTINGS)["vae"]
+    forked = int(res["error"].split("fork_bomb forked ")[1].split()[0])
+    assert forked < 64, res["error"]  # the process-count cap of one sandbox (threads included)
+
+
+def test_a_task_has_one_time_budget_for_all_its_processes(judge, tmp_path):
+    """sleeper sleeps 12 s in each process: under a 20 s budget per task it cannot stretch its task to 2 x 20 s."""
+    sub = make_cheat(tmp_path / "sub", "sleeper", HOLD=12.0)
+    res = grade_submission(judge, sub, tmp_path / "out", ["vae"], GradeSettings(per_label=20, timeout=20))["vae"]
+    assert "timed out after 20 s" in res["error"], res["error"]
+    assert res["timing"]["total_s"] < 30
+
+
+def test_a_random_decoder_is_flagged(judge, tmp_path):
+    sub = make_cheat(tmp_path / "sub", "random_decode")
+    res = grade_submission(judge, sub, tmp_path / "out", ["vae"], SETTINGS)["vae"]
+    assert res["error"] is None and res["repeat_difference"] > 50
+    assert any("the decoder is random" in f for f in res["flags"])
+
+
+def test_memory_is_capped_per_submission_not_per_process(judge, tmp_path, monkeypatch):
+    cap = sandbox.SubmissionCgroup(2**30)
+    cap.close()
+    if cap.kind != "cgroup":
+        pytest.skip("no cgroup this process may write here: memory is capped per process only")
+    sub = make_cheat(tmp_path / "sub", "memory_hog", HOLD=3.0)
+    res = grade_submission(judge, sub, tmp_path / "out", ["vae"], GradeSettings(per_label=20, memory_gb=5))["vae"]
+    assert res["settings"]["memory_cap"] == "cgroup"
+    if "memory_hog held" in res["error"]:  # 8 x 0.75 GiB would fit eight per-process caps of 5 GiB
+        assert int(res["error"].split("memory_hog held ")[1].split()[0]) <= 6, res["error"]
+    else:  # or the kernel killed the submission's largest process
+        assert "killed by signal 9" in res["error"], res["error"]
+    # The control: with each process's own cap alone, all eight hold their memory.
+    monkeypatch.setattr(sandbox, "_cgroup_parents", lambda *args: [])
+    res = grade_submission(judge, sub, tmp_path / "per_process", ["vae"],
+                           GradeSettings(per_label=20, memory_gb=5))["vae"]
+    assert res["settings"]["memory_cap"] == "per-process" and "memory_hog held 8 " in res["error"], res["error"]

@@ -189,6 +189,34 @@ def test_cli_batch_mode_and_misuse(root, good, small_test, tmp_path):
     assert bad.returncode == 2 and "missing.npz" in bad.stderr
 
 
+def test_batch_budget_leaves_error_rows_for_what_it_could_not_start(root, good, small_test, tmp_path):
+    batch = tmp_path / "class"
+    for name in ("G1", "G2", "G3"):
+        shutil.copytree(good, batch / name)
+    cmd = [sys.executable, "grade.py", "--batch", str(batch), "--out", str(tmp_path / "graded"), "-j", "1",
+           "--test-data", str(small_test), "--samples-per-label", "20", "--batch-budget", "0.001"]
+    r = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
+    assert r.returncode == 1, r.stderr
+    import csv
+
+    rows = list(csv.DictReader(open(tmp_path / "graded" / "grades.csv")))
+    assert [row["submission"] for row in rows] == ["G1", "G1", "G2", "G2", "G3", "G3"]
+    assert all("budget of 0.001 s (--batch-budget) ran out" in row["error"] for row in rows[2:])
+    assert (tmp_path / "graded" / "index.html").exists()
+    assert json.loads((tmp_path / "graded" / "G3" / "VAEwolabel" / "grade_result.json").read_text())["error"]
+
+
+def test_sampling_seed_is_per_submission_and_secret():
+    from vaekit.grading import sampling_seed
+
+    base = GradeSettings()
+    same = {sampling_seed(base, "a" * 64, "b" * 64) for _ in range(3)}
+    assert len(same) == 1  # a regrade of the same files draws the same noise
+    others = {sampling_seed(base, "a" * 64, "c" * 64), sampling_seed(GradeSettings(secret="ta"), "a" * 64, "b" * 64),
+              sampling_seed(GradeSettings(seed=1), "a" * 64, "b" * 64)}
+    assert len(others | same) == 4  # other files, another secret, another seed: other noise
+
+
 def test_links_and_oversized_files_are_refused_before_any_code_runs(judge, variant, tmp_path):
     """A folder submission whose epoch.pth links to a host file, or whose submission.py is huge, never runs."""
     secret = tmp_path / "secret.txt"

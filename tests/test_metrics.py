@@ -105,12 +105,15 @@ def test_histogram_and_fair_score():
               "memorization_heldout": 0.03, "recon_copies": 0.0, "fid_ratio": 1.5, "latent_dim": 16}
     assert metrics.fair_score(honest) == 30.0
     assert metrics.fair_score({**honest, "fid_ratio": float("nan")}) == 0.0
-    # Each factor by hand: label 0.5, diversity 0.3/0.6, novelty 1-(0.25-0.05), reconstruction 1-0.5,
-    # fid (30/900)^0.12.
-    bad = {**honest, "label_factor": 0.5, "diversity_within_class": 0.3, "memorization_heldout": 0.25,
+    # Each factor by hand: label 0.5, diversity (0.4/0.8)², novelty 1-(0.25-0.05), reconstruction 1-0.5,
+    # fid (30/900)^0.12 for the VAE.
+    bad = {**honest, "label_factor": 0.5, "diversity_within_class": 0.4, "memorization_heldout": 0.25,
            "recon_copies": 0.5, "fid_ratio": 900.0}
-    assert metrics.fair_score(bad) == pytest.approx(30 * 0.5 * 0.5 * 0.8 * 0.5 * (30 / 900) ** 0.12)
+    assert metrics.fair_score(bad) == pytest.approx(30 * 0.5 * 0.25 * 0.8 * 0.5 * (30 / 900) ** 0.12)
     assert metrics.fair_score({**honest, "fid_ratio": 29.0}) == 30.0
+    # The conditional task's fid factor: 1 up to 150, a quarter at 300, under a fifth at the red team's 365.
+    assert metrics.fid_factor(150.0, "gen") == 1.0 and metrics.fid_factor(300.0, "gen") == pytest.approx(0.25)
+    assert metrics.fid_factor(365.0, "gen") < 0.2 and metrics.fid_factor(365.0, "vae") > 0.7
     # Copies through a full-size code are what it carries honestly.
     assert metrics.fair_factors({**bad, "latent_dim": 784})["reconstruction"] == 1.0
     # The course score rests on forward(x, labels); the isolated path's score, where lower, is what counts.

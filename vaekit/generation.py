@@ -37,10 +37,14 @@ def sample(model: nn.Module, labels: torch.Tensor, latent_dim: int, seed: int, c
 
     ``labels`` go to ``decode`` positionally, as the course passes them (the VAE's decode ignores them).
     """
+    z = torch.randn(len(labels), latent_dim, generator=torch.Generator().manual_seed(seed))
+    return decode_noise(model, z, labels, chunk)
+
+
+def decode_noise(model: nn.Module, z: torch.Tensor, labels: torch.Tensor, chunk: int = CHUNK) -> torch.Tensor:
+    """``decode(z, labels)`` in chunks; returns ``[N,1,28,28]``."""
     model.eval()
-    gen = torch.Generator().manual_seed(seed)
     device = model_device(model)
-    z = torch.randn(len(labels), latent_dim, generator=gen)
     out = [as_image_batch(model.decode(z[i:i + chunk].to(device), labels[i:i + chunk].to(device)),
                           len(labels[i:i + chunk]), "samples")
            for i in range(0, len(labels), chunk)]

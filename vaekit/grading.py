@@ -14,6 +14,7 @@ import io
 import json
 import shutil
 import tempfile
+import threading
 import time
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
@@ -32,7 +33,7 @@ from .data import Split, dataset_sha256, load_mnist, load_test_data
 from .gradepage import save_previews
 from .outputs import write_text
 from .paths import CACHE_DIR
-from .sandbox import Worker, WorkerRun, copy_hand_in, private_copy, resolve_isolation, safe_extract
+from .sandbox import SubmissionCgroup, Worker, WorkerRun, copy_hand_in, private_copy, resolve_isolation, safe_extract
 
 MAX_SUBMISSION_PY = 2**20  # bytes; a submission.py is a few kB
 MAX_HYPERPARAMETERS = 2**20
@@ -40,12 +41,21 @@ MAX_HYPERPARAMETERS = 2**20
 
 @dataclass(frozen=True)
 class GradeSettings:
-    seed: int = 0  # seed of the sampling noise
+    seed: int = 0  # with the secret and the submission's files, seeds its sampling noise (see sampling_seed)
     per_label: int = 1000  # generated images per digit for the classifier metrics (the course replay: 10 / 100)
-    timeout: float = 300.0  # seconds per process running the submission's code
-    memory_gb: float = 8.0  # address-space cap of that process (torch alone maps about 4 GB)
+    timeout: float = 300.0  # seconds for all the processes of one task together (encoding, then decoding)
+    memory_gb: float = 8.0  # the submission's memory: all its processes' resident memory together (a cgroup,
+    # where the grader may make one) and each process's address space (torch alone maps about 4 GB)
+    secret: str = ""  # a TA's secret mixed into the sampling seed, so no student can compute their noise
     threads: int = 2  # CPU threads of the judge and of each worker
     isolation: str = "auto"  # auto | required | none (see sandbox.resolve_isolation)
+
+
+def sampling_seed(settings: GradeSettings, *file_hashes: str) -> int:
+    """The seed of a submission's sampling noise: fixed for the same files (a regrade is byte-identical), different
+    for different files, and unknowable without the TA's ``secret`` — samples cannot be tuned to the grader's noise."""
+    key = "\0".join([str(settings.seed), settings.secret, *file_hashes]).encode()
+    return int.from_bytes(hashlib.sha256(key).digest()[:4], "big") >> 1
 
 
 def _round(x: Any) -> Any:
@@ -266,6 +276,9 @@ def flag(res: dict[str, Any]) -> list[str]:
     if res["fid_ratio"] < metrics.SUSPICIOUS_FID_RATIO:
         found.append(f"fid_ratio {res['fid_ratio']:.2f} is far below real images' 1.0: samples that close to "
                      "the test set are copies, not generations.")
+    if res.get("repeat_difference", 0.0) > metrics.REPEAT_TOLERANCE:
+        found.append(f"decoding the same codes and noise twice gave images {res['repeat_difference']:.1f} gray levels "
+                     "apart on average: the decoder is random, so this grade would change from run to run.")
     split = res["split"]
     if res["ssim"] is not None and (res["ssim"] - split["ssim"] > metrics.PASS_THROUGH_SSIM_GAP
                                     or res["mse"] < metrics.PASS_THROUGH_MSE_RATIO * split["mse"]):
@@ -297,7 +310,7 @@ def _worker_error(run: WorkerRun, what: str, timeout: float) -> tuple[dict[str, 
 
 
 REPLY_KEYS = {"mu", "latent_dim", "latent_dim_recorded", "course_recon", "course_samples", "course_error", "recon",
-              "samples", "warnings", "error"}
+              "samples", "repeat_difference", "warnings", "error"}
 
 
 def read_reply(data: bytes) -> dict[str, np.ndarray]:
@@ -314,6 +327,13 @@ def read_reply(data: bytes) -> dict[str, np.ndarray]:
             raise SubmissionError("the submission's process sent back a compressed reply; the grader refuses it.")
     with np.load(io.BytesIO(data), allow_pickle=False) as f:
         return {k: f[k] for k in f.files}
+
+
+def _float(out: dict[str, np.ndarray], key: str) -> float:
+    a = out.get(key)
+    if not isinstance(a, np.ndarray) or a.shape != () or a.dtype != np.float64 or not np.isfinite(a):
+        raise SubmissionError(f"the worker returned no number {key}.")
+    return float(a)
 
 
 def _int(out: dict[str, np.ndarray], key: str) -> int:
@@ -341,11 +361,34 @@ class Launched:
     workers: dict[str, Worker]
     started: float
     files: dict[str, str]  # the file names graded (the brief's or the course trainer's)
+    seed: int  # of the sampling noise
+    memory_cap: str  # "cgroup" (one for the whole submission) or "per-process"
 
 
-def launch_task(root: Path, task: str, workdir: Path, settings: GradeSettings, isolation: str) -> Launched:
-    """Check one task's files, copy them privately and start its encoder and decoder side by side (each builds
-    the model, then waits for its input). Raises ``SubmissionError`` / ``CheckpointError`` for a bad submission."""
+class EncodingGate:
+    """Decoding waits until every encoding process of the submission has exited (or its task failed): the student's
+    code never runs in an encoder and a decoder at the same time, so no lock, pipe or shared timing carries the
+    test images from one to the other."""
+
+    def __init__(self, tasks: list[str]):
+        self._left = set(tasks)
+        self._cond = threading.Condition()
+
+    def done(self, task: str) -> None:
+        with self._cond:
+            self._left.discard(task)
+            self._cond.notify_all()
+
+    def wait(self) -> None:
+        with self._cond:
+            self._cond.wait_for(lambda: not self._left)
+
+
+def launch_task(root: Path, task: str, workdir: Path, settings: GradeSettings, isolation: str,
+                cgroup: SubmissionCgroup | None = None) -> Launched:
+    """Check one task's files and start its encoder and decoder, each on its own private copy of them (each
+    imports torch, then waits for its input). Raises ``SubmissionError`` / ``CheckpointError`` for a bad
+    submission."""
     spec = TASKS[task]
     t0 = time.perf_counter()
     folder = root / spec.folder
@@ -360,20 +403,31 @@ def launch_task(root: Path, task: str, workdir: Path, settings: GradeSettings, i
         if path.stat().st_size > cap:
             raise SubmissionError(f"{path.name} is larger than {cap // 1024} KiB.")
     class_name, _ = model_spec(read_hyperparameters(hp_file), spec.model_class)
-    files = private_copy({"submission.py": root / "submission.py", "epoch.pth": ckpt,
-                          "hyperparameters.txt": hp_file}, workdir / "files")
-    job = {"task": task, "seed": settings.seed, "per_label": settings.per_label, "threads": settings.threads,
+    sources = {"submission.py": root / "submission.py", "epoch.pth": ckpt, "hyperparameters.txt": hp_file}
+    copies = {mode: private_copy(sources, workdir / mode) for mode in ("encode", "decode")}
+    hashes = [file_sha256(copies["encode"] / name) for name in sources]
+    seed = sampling_seed(settings, *hashes)
+    job = {"task": task, "seed": seed, "per_label": settings.per_label, "threads": settings.threads,
            "memory_bytes": int(settings.memory_gb * 2**30)}
-    workers = {mode: Worker(mode, job, files, isolation, settings.threads) for mode in ("encode", "decode")}
+    workers: dict[str, Worker] = {}
+    try:
+        for mode, files in copies.items():
+            workers[mode] = Worker(mode, job, files, isolation, settings.threads, cgroup)
+    except BaseException:
+        for w in workers.values():
+            w.kill()
+        raise
     names = {"checkpoint": ckpt.name, "hyperparameters": hp_file.name}
-    return Launched(task, class_name, file_sha256(files / "epoch.pth"), workers, t0, names)
+    return Launched(task, class_name, hashes[1], workers, t0, names, seed, cgroup.kind if cgroup else "per-process")
 
 
 def grade_task(judge: Judge, launched: Launched | Exception, task: str, workdir: Path, settings: GradeSettings,
-               isolation: str, isolation_warning: str | None, preview_dir: Path | None = None) -> dict[str, Any]:
+               isolation: str, isolation_warning: str | None, preview_dir: Path | None = None,
+               gate: EncodingGate | None = None) -> dict[str, Any]:
     """Finish grading one launched task (or record why it could not launch); never raises for a bad
     submission. ``preview_dir`` (the output folder) gets the page's sample grid and reconstruction strip in the
-    task's folder."""
+    task's folder; ``gate`` holds the decoding back until every task's encoder is gone."""
+    gate = gate or EncodingGate([task])
     spec = TASKS[task]
     t0 = launched.started if isinstance(launched, Launched) else time.perf_counter()
     result: dict[str, Any] = {"task": task, "folder": spec.folder, "isolation": isolation}
@@ -388,18 +442,26 @@ def grade_task(judge: Judge, launched: Launched | Exception, task: str, workdir:
         if isinstance(launched, Exception):
             raise launched
         settings_rec["epoch_sha256"] = launched.epoch_sha256  # lets pack.py spot a stale grade
+        settings_rec["sampling_seed"] = launched.seed
+        settings_rec["memory_cap"] = launched.memory_cap
+        spent = 0.0  # the task's processes share one time budget: a slow encoder leaves the decoder less
 
         def stage(mode: str, what: str, request: bytes) -> dict[str, np.ndarray]:
+            nonlocal spent
             t = time.perf_counter()
-            run = launched.workers[mode].run(request, settings.timeout)
+            run = launched.workers[mode].run(request, max(1.0, settings.timeout - spent))
             timing[f"{mode}_s"] = round(time.perf_counter() - t, 2)
+            spent += time.perf_counter() - t
             out, err = _worker_error(run, what, settings.timeout)
             if err is not None:
                 raise SubmissionError(err)
             return out
 
         # Encoding: the course's inference replayed on the test images (the course fields), then only mu out.
-        enc = stage("encode", "encoding the test images", judge.encode_request)
+        try:
+            enc = stage("encode", "encoding the test images", judge.encode_request)
+        finally:
+            gate.done(task)
         latent_dim = _int(enc, "latent_dim")
         mu = enc.get("mu")
         if not isinstance(mu, np.ndarray) or mu.dtype != np.float32 or mu.ndim != 2 or len(mu) != len(judge.test):
@@ -408,7 +470,8 @@ def grade_task(judge: Judge, launched: Launched | Exception, task: str, workdir:
             raise SubmissionError(f"encoding gave mu of width {mu.shape[1]}, but latent_dim is {latent_dim}.")
         if not np.isfinite(mu).all():
             raise SubmissionError("encoding gave NaN or infinite values in mu.")
-        # Decoding, in a fresh process that never saw a test image: codes and noise in, images out.
+        # Decoding, in a fresh process that never saw a test image, once no encoder is left: codes and noise in.
+        gate.wait()
         dec = stage("decode", "decoding", _npz_bytes(mu=mu, y=judge.test_y))
         if _int(dec, "latent_dim") != latent_dim:
             raise SubmissionError("the encoding and decoding processes built models of different latent_dim.")
@@ -435,6 +498,8 @@ def grade_task(judge: Judge, launched: Launched | Exception, task: str, workdir:
             error = scored["course_error"]  # the course's own harness fails here: its score is 0 (metrics kept)
         elif scored["course_error"]:
             warnings.append(scored["course_error"])  # a VAE whose samples fail keeps its reconstruction score
+        scored["repeat_difference"] = _float(dec, "repeat_difference")
+        scored["task"] = task  # the fid factor's curve is the task's
         result.update(scored)
         result["model_class"] = launched.class_name
         result["files"] = launched.files
@@ -449,6 +514,7 @@ def grade_task(judge: Judge, launched: Launched | Exception, task: str, workdir:
     except Exception as e:  # noqa: BLE001 - a grader bug must still not kill the batch
         error = f"grader error while scoring: {type(e).__name__}: {e}"
     finally:
+        gate.done(task)  # a task that failed before encoding holds no one back
         if isinstance(launched, Launched):
             for w in launched.workers.values():  # a worker left waiting (its task failed early) dies too
                 w.kill()
@@ -479,6 +545,7 @@ def grade_submission(judge: Judge, submission: Path, out_dir: Path, tasks: list[
     # ever followed, written into or deleted.
     work = Path(tempfile.mkdtemp(prefix=".grade_work-", dir=out_dir))
     results: dict[str, dict[str, Any]] = {}
+    cgroup = None
     try:
         isolation, isolation_warning = resolve_isolation(settings.isolation)
         if submission.is_file() and submission.suffix == ".zip":
@@ -487,19 +554,24 @@ def grade_submission(judge: Judge, submission: Path, out_dir: Path, tasks: list[
             root = copy_hand_in(submission, work / "copy")
         else:
             raise SubmissionError(f"{submission.name} is neither a folder nor a .zip file.")
-        # Every task's workers start up front, so one task's start-up overlaps the other's scoring.
+        # Every task's workers start up front, so one task's start-up overlaps the other's scoring; all of them
+        # share one memory cap and one process count.
+        if isolation == "bubblewrap":
+            cgroup = SubmissionCgroup(int(settings.memory_gb * 2**30))
         launched: dict[str, Launched | Exception] = {}
         for task in tasks:
             try:
-                launched[task] = launch_task(root, task, work / task, settings, isolation)
+                launched[task] = launch_task(root, task, work / task, settings, isolation, cgroup)
             except OSError as e:
                 launched[task] = SubmissionError(f"could not start: {e}")
             except Exception as e:  # noqa: BLE001 - recorded for grade_task, so no launched worker is left waiting
                 launched[task] = e
-        # The tasks then run side by side too: one's scoring overlaps the other's workers (the two cores stay busy).
+        # The tasks then run side by side too: one's scoring overlaps the other's workers (the two cores stay busy);
+        # no decoder gets its input before both encoders are gone.
+        gate = EncodingGate(tasks)
         with ThreadPoolExecutor(len(tasks)) as pool:
             futures = {task: pool.submit(grade_task, judge, launched[task], task, work / task, settings, isolation,
-                                         isolation_warning, out_dir) for task in tasks}
+                                         isolation_warning, out_dir, gate) for task in tasks}
             results.update({task: f.result() for task, f in futures.items()})
     except Exception as e:  # noqa: BLE001 - one hand-in never stops a batch: whatever reading it raised is its error
         error = str(e) if isinstance(e, SubmissionError) else (
@@ -508,6 +580,8 @@ def grade_submission(judge: Judge, submission: Path, out_dir: Path, tasks: list[
             results[task] = {"task": task, "folder": TASKS[task].folder, "error": error, "score": 0.0,
                              "fair_score": 0.0}
     finally:
+        if cgroup is not None:
+            cgroup.close()
         shutil.rmtree(work, ignore_errors=True)
     for res in results.values():
         write_result(out_dir, res)

@@ -182,27 +182,34 @@ def class_histogram(predicted: np.ndarray) -> list[float]:
     return (np.bincount(predicted, minlength=10)[:10] / max(len(predicted), 1)).tolist()
 
 
-# fair_score calibration (README, "fair_score"; bench/calibrate.py): the fid factor is 1 up to FID_RATIO_OK (the
-# blur of a good VAE) and falls gently as a power of the ratio beyond, so it ranks honest models without
-# deciding alone; diversity counts in full from DIVERSITY_OK up. Every degenerate sampler is caught by a factor
-# that falls to about 0 (label, diversity, novelty or reconstruction), not by the fid factor.
-FID_RATIO_OK = 30.0
-FID_RATIO_POWER = 0.12
-DIVERSITY_OK = 0.6
+# fair_score calibration (README, "fair_score"; bench/calibrate.py). The fid factor is 1 up to the first number of
+# the task's curve and falls as a power of the ratio beyond. For the VAE it falls gently: a textbook VAE's N(0, I)
+# samples sit at a ratio of about 400 themselves, so there it only ranks honest models. For the conditional task it
+# falls to a quarter at twice its threshold: a textbook CVAE sits near 130, a generator of class means plus noise at
+# 300 and beyond. Diversity counts in full from DIVERSITY_OK up and falls with its square below (class means plus a
+# little noise: about 0.3). Every degenerate sampler is caught by a factor that falls to about 0.
+FID_RATIO_CURVE = {"vae": (30.0, 0.12), "gen": (150.0, 2.0)}  # (ratio where the factor starts to fall, power)
+DIVERSITY_OK = 0.8
+DIVERSITY_POWER = 2.0
 MEMORIZATION_BASELINE = 0.05
+REPEAT_TOLERANCE = 0.5  # mean gray levels between two decodings of the same input (float noise: ~0)
+
+
+def fid_factor(ratio: float, task: str = "vae") -> float:
+    ok, power = FID_RATIO_CURVE[task]
+    return float(min(1.0, (ok / ratio) ** power)) if np.isfinite(ratio) and ratio > 0 else 0.0
 
 
 def fair_factors(res: dict) -> dict[str, float]:
     """The factors ``fair_score`` multiplies the course score by, each in [0, 1] and monotone in its metric."""
-    ratio = res["fid_ratio"]
-    fid = min(1.0, (FID_RATIO_OK / ratio) ** FID_RATIO_POWER) if np.isfinite(ratio) and ratio > 0 else 0.0
     copied = max(res["memorization"], res["memorization_heldout"])
+    diversity = min(1.0, max(0.0, res["diversity_within_class"]) / DIVERSITY_OK) ** DIVERSITY_POWER
     return {"label": float(min(1.0, max(0.0, res["label_factor"]))),
-            "diversity": float(min(1.0, max(0.0, res["diversity_within_class"]) / DIVERSITY_OK)),
+            "diversity": float(diversity),
             "novelty": float(1 - max(0.0, copied - MEMORIZATION_BASELINE)),
             # Copies are what a full-size code carries honestly; below a quarter of the pixels they are a lookup.
             "reconstruction": float(1 - res["recon_copies"]) if res["latent_dim"] < 784 // 4 else 1.0,
-            "fid": float(fid)}
+            "fid": fid_factor(res["fid_ratio"], res.get("task", "vae"))}
 
 
 def fair_score(res: dict) -> float:

