@@ -37,8 +37,12 @@ def sample(model: nn.Module, labels: torch.Tensor, latent_dim: int, seed: int, c
 
     ``labels`` go to ``decode`` positionally, as the course passes them (the VAE's decode ignores them).
     """
-    z = torch.randn(len(labels), latent_dim, generator=torch.Generator().manual_seed(seed))
-    return decode_noise(model, z, labels, chunk)
+    return decode_noise(model, sample_noise(len(labels), latent_dim, seed), labels, chunk)
+
+
+def sample_noise(n: int, latent_dim: int, seed: int) -> torch.Tensor:
+    """``z ~ N(0, I)``, ``[n, latent_dim]``, from ``torch.Generator(seed)``."""
+    return torch.randn(n, latent_dim, generator=torch.Generator().manual_seed(seed))
 
 
 def decode_noise(model: nn.Module, z: torch.Tensor, labels: torch.Tensor, chunk: int = CHUNK) -> torch.Tensor:

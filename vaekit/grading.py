@@ -405,8 +405,8 @@ def launch_task(root: Path, task: str, workdir: Path, settings: GradeSettings, i
     class_name, _ = model_spec(read_hyperparameters(hp_file), spec.model_class)
     sources = {"submission.py": root / "submission.py", "epoch.pth": ckpt, "hyperparameters.txt": hp_file}
     copies = {mode: private_copy(sources, workdir / mode) for mode in ("encode", "decode")}
-    hashes = [file_sha256(copies["encode"] / name) for name in sources]
-    seed = sampling_seed(settings, *hashes)
+    hashes = {name: file_sha256(copies["encode"] / name) for name in sources}
+    seed = sampling_seed(settings, *hashes.values())
     job = {"task": task, "seed": seed, "per_label": settings.per_label, "threads": settings.threads,
            "memory_bytes": int(settings.memory_gb * 2**30)}
     workers: dict[str, Worker] = {}
@@ -418,7 +418,8 @@ def launch_task(root: Path, task: str, workdir: Path, settings: GradeSettings, i
             w.kill()
         raise
     names = {"checkpoint": ckpt.name, "hyperparameters": hp_file.name}
-    return Launched(task, class_name, hashes[1], workers, t0, names, seed, cgroup.kind if cgroup else "per-process")
+    return Launched(task, class_name, hashes["epoch.pth"], workers, t0, names, seed,
+                    cgroup.kind if cgroup else "per-process")
 
 
 def grade_task(judge: Judge, launched: Launched | Exception, task: str, workdir: Path, settings: GradeSettings,

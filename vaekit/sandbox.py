@@ -294,6 +294,7 @@ def _cgroup_parents(memory_bytes: int, max_pids: int) -> list[tuple[Path, dict[s
     return [(folder, limits) for folder, limits in parents if os.access(folder, os.W_OK)]
 
 
+SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64")  # readable by every user; some are links
 NOBODY = 65534  # the uid and gid the submission's code runs as, inside and (as root) outside the sandbox
 STAGE_PARENT = "/tmp"  # where, as root, the empty mount points for the runtime live (world-traversable everywhere)
 
@@ -309,8 +310,7 @@ class SandboxCommand:
     """
 
     def __init__(self, files_dir: Path, threads: int, command: list[str], cgroup: SubmissionCgroup | None = None):
-        binds = [(top, top) for top in ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64")
-                 if os.path.isdir(top) and not os.path.islink(top)]
+        binds = [(top, top) for top in SYSTEM_DIRS if os.path.isdir(top) and not os.path.islink(top)]
         binds += [(p, p) for p in ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/localtime")
                   if os.path.exists(p)]
         binds += [(p, p) for p in _runtime_paths()]
@@ -334,7 +334,7 @@ class SandboxCommand:
         self.stage.chmod(0o755)
         mounts, staged = ["set -e", *joins], []
         for i, (src, dest) in enumerate(binds):
-            if src.startswith(("/usr/", "/etc/")) or src in ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64"):
+            if src in SYSTEM_DIRS or src.startswith(("/usr/", "/etc/")):
                 staged.append((src, dest))  # system folders: readable by every user already
                 continue
             point = self.stage / str(i)
@@ -365,7 +365,7 @@ def _bwrap_args(binds: list[tuple[str, str]], threads: int) -> list[str]:
            "--disable-userns", "--die-with-parent", "--new-session", "--cap-drop", "ALL", "--hostname", "sandbox"]
     # The private /tmp first: a runtime bound later under /tmp (a checkout in /tmp) stays visible on top of it.
     cmd += ["--size", str(TMPFS_BYTES), "--tmpfs", "/tmp"]
-    for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64"):
+    for top in SYSTEM_DIRS:
         if os.path.islink(top):
             cmd += ["--symlink", os.readlink(top), top]
     for src, dest in binds[:-1]:
@@ -443,22 +443,22 @@ def _drain(pipe, keep: list[bytes], limit: int, flags: dict[str, bool]) -> None:
 
 class Worker:
     """One run of ``python -m vaekit.worker MODE JOB`` on ``files_dir``, sandboxed when ``isolation`` is
-    ``bubblewrap``. It starts at once (importing torch and building the model) and then waits for its input,
-    so a task's encoder and decoder start up side by side; neither ever raises for what the submission does."""
+    ``bubblewrap``. It starts at once and imports torch, but runs none of the submission's code until its input
+    arrives (see ``vaekit.worker``); it never raises for what the submission does."""
 
     def __init__(self, mode: str, job: dict, files_dir: Path, isolation: str, threads: int,
                  cgroup: SubmissionCgroup | None = None):
         import json
 
         self.sandbox: SandboxCommand | None = None
-        if isolation == "bubblewrap":
-            command = [sys.executable, "-m", "vaekit.worker", mode,
-                       json.dumps({**job, "files": SANDBOX_DIR, "sandboxed": True})]
-            self.sandbox = SandboxCommand(files_dir, threads, command, cgroup)
+        sandboxed = isolation == "bubblewrap"
+        where = {"files": SANDBOX_DIR, "sandboxed": True} if sandboxed else {"files": str(files_dir)}
+        cmd = [sys.executable, "-m", "vaekit.worker", mode, json.dumps({**job, **where})]
+        if sandboxed:
+            self.sandbox = SandboxCommand(files_dir, threads, cmd, cgroup)
             cmd, cwd, env = self.sandbox.argv, "/", None
         else:
             home = tempfile.mkdtemp(prefix="home-", dir=files_dir.parent)
-            cmd = [sys.executable, "-m", "vaekit.worker", mode, json.dumps({**job, "files": str(files_dir)})]
             cwd, env = home, worker_env(home, threads)
             env["PYTHONPATH"] = str(PACKAGE_DIR.parent)  # the unsandboxed child still imports vaekit
         try:

@@ -1,8 +1,8 @@
 """The process that runs a submission's code: ``python -m vaekit.worker encode|decode JOB_JSON``.
 
 The grader starts it inside the sandbox (``vaekit.sandbox``) on a private copy of ``submission.py``,
-``epoch.pth`` and ``hyperparameters.txt``; it builds the model (finding the real ``latent_dim`` when the file
-records another), then reads its input from stdin and writes one ``.npz`` to stdout.
+``epoch.pth`` and ``hyperparameters.txt``; it reads its input from stdin, then builds the model (finding the
+real ``latent_dim`` when the file records another) and writes one ``.npz`` to stdout.
 
 * ``encode`` gets the test images (uint8 ``x``, labels ``y``). It replays the course's own inference on them
   (``vaekit.course_inference``: the course fields), then returns the codes ``mu`` (float32) of the split path.
@@ -34,7 +34,7 @@ import torch
 from . import course_inference
 from .checkpoint import CheckpointError, load_checkpoint, read_hyperparameters
 from .course import TASKS, SubmissionError, load_model, load_submission
-from .generation import decode_codes, decode_noise, encode_means, fast_layout, quantize
+from .generation import decode_codes, decode_noise, encode_means, fast_layout, quantize, sample_noise
 
 REPEAT = 100  # reconstructions and samples decoded twice
 MAX_TASKS = 64  # processes and threads the submission may have at once (torch with 2 threads uses about 10)
@@ -98,7 +98,7 @@ def run_job(mode: str, job: dict, model: torch.nn.Module, hp: dict, sub,
     recon = _run(mode, "reconstructing test images from their codes", lambda: decode_codes(model, mu, y))
     recon = check_images(recon, "reconstructions", warnings)
     labels = torch.arange(10).repeat_interleave(job["per_label"])
-    z = torch.randn(len(labels), latent_dim, generator=torch.Generator().manual_seed(job["seed"]))
+    z = sample_noise(len(labels), latent_dim, job["seed"])
     samples = _run(mode, "sampling decode(z, labels)", lambda: decode_noise(model, z, labels))
     samples = check_images(samples, "samples", warnings)
     # The same codes and noise once more, in one batch: a deterministic decoder gives the same images.
