@@ -7,7 +7,8 @@ is missing, failed, or stale.
 Layout: VAEwolabel/{epoch.pth, hyperparameters.txt, grade_result.json}, Genwithlabel/{same},
 submission.py, report.pdf (taken from report/report.pdf). A grade is stale when the epoch.pth it graded
 (sha256 recorded by grade.py) is not the one on disk; regrade with `python grade.py`. Each model is also
-loaded the course's way (built from latent_dim alone, weights loaded strictly, one 0-dim-label decode).
+loaded the course's way (built from latent_dim alone, weights loaded strictly, one 0-dim-label decode). The
+report must be built from a filled report/student.toml whose group is --group.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from vaekit import contract
 from vaekit.checkpoint import CheckpointError, file_sha256, read_hyperparameters
 from vaekit.course import HANDIN_FILES, TASKS, SubmissionError, load_submission
 from vaekit.paths import ROOT
+from vaekit.student import StudentFileError, read_student, unfilled
 
 
 def layout(root: Path) -> dict[str, Path]:
@@ -63,9 +65,29 @@ def course_load_problems(root: Path) -> list[str]:
     return found
 
 
-def problems(root: Path) -> list[str]:
-    """Everything that would make the zip incomplete, failed, stale, or unloadable by the course."""
+def student_problems(root: Path, group: int | None) -> list[str]:
+    """The report's authors and feedback: report/student.toml filled, for this group, and built into the PDF."""
+    path = root / "report" / "student.toml"
+    try:
+        details = read_student(path)
+    except StudentFileError as e:
+        return [f"report/student.toml: {e}"]
     found = []
+    todo = unfilled(details)
+    if todo:
+        found.append(f"report/student.toml: fill in {', '.join(todo)}, then rebuild with `python report/build.py`")
+    elif group is not None and details["group"] != group:
+        found.append(f"report/student.toml: says group {details['group']}, but you pack for --group {group}")
+    info = root / "report" / "build_info.json"
+    if not todo and info.is_file() and json.loads(info.read_text()).get("unfilled"):
+        found.append("report.pdf: built before report/student.toml was filled (it shows FILL IN); "
+                     "rebuild with `python report/build.py`")
+    return found
+
+
+def problems(root: Path, group: int | None = None) -> list[str]:
+    """Everything that would make the zip incomplete, failed, stale, or unloadable by the course."""
+    found = student_problems(root, group)
     for arcname, path in layout(root).items():
         if not path.is_file():
             found.append(f"{arcname}: missing ({path.relative_to(root)})")
@@ -118,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.group < 0:
         p.error("--group must be a group number, 0 or more.")
     root = Path(args.root).resolve()
-    found = problems(root)
+    found = problems(root, args.group)
     if found:
         print(f"cannot pack G{args.group}-FINAL.zip; {len(found)} problem(s):", file=sys.stderr)
         for f in found:

@@ -35,10 +35,10 @@ class VAE(nn.Module):
                                   nn.Conv2d(channels, channels, 4, 2, 1))  # 28 -> 7
         self.pos = nn.Parameter(torch.zeros(1, 49, channels))
         layer = dict(d_model=channels, nhead=4, dim_feedforward=2 * channels, batch_first=True, norm_first=True)
-        self.enc_attn = nn.TransformerEncoder(nn.TransformerEncoderLayer(**layer), 2)
+        self.enc_attn = nn.TransformerEncoder(nn.TransformerEncoderLayer(**layer), 2, enable_nested_tensor=False)
         self.to_stats = nn.Linear(49 * channels + self.label_dims, 2 * latent_dim)
         self.from_z = nn.Linear(latent_dim + self.label_dims, 49 * channels)
-        self.dec_attn = nn.TransformerEncoder(nn.TransformerEncoderLayer(**layer), 2)
+        self.dec_attn = nn.TransformerEncoder(nn.TransformerEncoderLayer(**layer), 2, enable_nested_tensor=False)
         self.head = nn.Sequential(nn.ConvTranspose2d(channels, channels // 2, 4, 2, 1), nn.GELU(),
                                   nn.ConvTranspose2d(channels // 2, 1, 4, 2, 1))
 

@@ -38,7 +38,7 @@ from vaekit.generation import fast_layout, quantize, reconstruct, sample
 from vaekit.grading import GradeSettings, Judge, grade_submission, reconstruction_fid_ratio
 from vaekit.paths import ROOT
 from vaekit.readme import replace_block
-from vaekit.trainer import fit_class_prior
+from vaekit.trainer import refit_prior
 
 PY = sys.executable
 MLP = ROOT / "bench" / "mlp_submission.py"
@@ -57,26 +57,6 @@ def train(script: str, out: Path, flags: list[str]) -> float:
     t0 = time.perf_counter()
     subprocess.run([PY, script, "--out", str(out), *flags], cwd=ROOT, check=True)
     return time.perf_counter() - t0
-
-
-def refit_prior(src: Path, dst: Path, task: str, train: Split, components: int | None = None,
-                **options: float) -> None:
-    """Copy a trained submission folder and refit its prior to ``train``, with ``components`` Gaussians (default:
-    as trained) and ``fit_prior`` ``options`` (no retraining)."""
-    folder = TASKS[task].folder
-    shutil.copytree(src / folder, dst / folder, ignore=shutil.ignore_patterns("*_state.pth"))
-    source = (src / "submission.py").read_text()
-    if components:  # as a default: the course builds the model from latent_dim alone and loads it strictly
-        source = re.sub(r"components: int = \d+", f"components: int = {components}", source)
-    (dst / "submission.py").write_text(source)
-    overrides = {"components": components} if components else None
-    model, hp = load_model(dst / folder, dst / "submission.py", overrides=overrides, weights=False)
-    weights = checkpoint.load_checkpoint(dst / folder / "epoch.pth")["model_state_dict"]
-    model.load_state_dict({k: v for k, v in weights.items() if not k.startswith("prior.")}, strict=False)
-    fit_class_prior(model, train.x, train.y, hp["training"]["prior_shrink"], **options)
-    checkpoint.save_checkpoint(dst / folder / "epoch.pth", model.state_dict(), task=task,
-                               model_class=hp["model_class"], model_kwargs=hp["model_kwargs"])
-    checkpoint.write_hyperparameters(dst / folder / "hyperparameters.txt", hp)
 
 
 def canonical_seconds(dry_run: bool) -> float:
@@ -221,32 +201,32 @@ def main(argv: list[str] | None = None) -> None:
     vae_s = next(m[4] for m in models if m[:2] == ("default conv", "vae"))
     models.append(("default conv, N(0,I) prior", "gen", std, ROOT / "submission.py", gen_s))
     # Ablation: the same trained weights with one Gaussian (per digit) instead of the mixture.
-    train_split = load_mnist("train")
+    train_split = load_mnist("train").subset(5000 if args.dry_run else None)  # the dry run refits on a subset
     for task, seconds in (("vae", vae_s), ("gen", gen_s)):
         one = runs / "one_gaussian"
-        refit_prior(runs / "default", one, task, train_split, components=1)
+        refit_prior(runs / "default", one, task, train_split.x, train_split.y, components=1)
         models.append(("default conv, one-Gaussian prior", task, one, ROOT / "submission.py", seconds))
         # ...and with every mixture component at its full width (no volume cap).
         uncapped = runs / "no_volume_cap"
-        refit_prior(runs / "default", uncapped, task, train_split, volume_quantile=1.0)
+        refit_prior(runs / "default", uncapped, task, train_split.x, train_split.y, volume_quantile=1.0)
         models.append(("default conv, no volume cap", task, uncapped, ROOT / "submission.py", seconds))
 
     # -- grade: the real grade.py command on the defaults (timed), the same code in-process for the rest --
     test_data = None
-    if args.dry_run:  # a smoke test grades on 500 test images
+    if args.dry_run:  # a smoke test grades on 300 test images
         import numpy as np
 
         test_data = runs / "test_subset.npz"
-        t = load_mnist("test").subset(500)
+        t = load_mnist("test").subset(300)
         np.savez(test_data, x=quantize(t.x), y=t.y.numpy())
     t0 = time.perf_counter()
     subprocess.run([PY, "grade.py", "--submission", str(runs / "default"), "--out", str(runs / "default_graded")]
-                   + (["--samples-per-label", "50", "--test-data", str(test_data)] if args.dry_run else []),
+                   + (["--samples-per-label", "20", "--test-data", str(test_data)] if args.dry_run else []),
                    cwd=ROOT, check=True)
     grade_s = time.perf_counter() - t0
     judge = Judge(str(test_data) if test_data else None)
-    n_images = 1000 if args.dry_run else 10000  # reconstructed (the ceiling) and decoded (the rate) per model
-    settings = GradeSettings(per_label=50 if args.dry_run else 1000)
+    n_images = 500 if args.dry_run else 10000  # reconstructed (the ceiling) and decoded (the rate) per model
+    settings = GradeSettings(per_label=20 if args.dry_run else 1000)
     rows = []
     for name, task, sub_dir, sub_py, seconds in models:
         slug = re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_")

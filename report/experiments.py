@@ -1,78 +1,241 @@
-"""Ablations for the report: latent_dim sweep, σ² (var) sweep, MLP vs conv vs attention.
+"""The report's experiments, one command each; every number the report quotes comes from their JSON files.
 
-    python report/experiments.py                 # 13 runs of --budget seconds each
-    python report/experiments.py --budget 10     # a quick look (10 s of training per run)
+    python report/experiments.py q1           # VAE: learning rate, latent size, σ_x² (3 seeds each)
+    python report/experiments.py q2           # MLP vs conv vs attention: same epochs, prior, no sharpening
+    python report/experiments.py gen          # GenModel: σ_x², prior components, shrink, volume cap
+    python report/experiments.py label-swap   # shipped GenModel: one code decoded with each of the ten labels
+    python report/experiments.py all --jobs 2
 
-Each run trains the unconditional VAE for a fixed wall-clock budget with train_vae.py's machinery, grades it
-with the grader's code, and the summary goes to report/results/sweeps.json (committed, so the report
-builds in seconds without retraining). Checkpoints go to report/runs/ (not committed).
+Each run trains with train_vae.py / train_cond.py for a fixed number of epochs (not a wall-clock budget, so
+a busy machine changes the seconds but not the result), without the adversarial sharpening, and is graded
+with the grader's own code and settings. A finished run's result is kept in report/runs/<run>/result.json,
+so an interrupted command resumes where it stopped. Summaries (mean, sample std, per-seed values, CPU time)
+go to report/results/<experiment>.json, which are committed: the report builds in seconds without them
+being rerun.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
+
+import torch
 
 from vaekit.checkpoint import read_hyperparameters
-from vaekit.grading import GradeSettings, Judge, grade_submission
 from vaekit.paths import ROOT
 
+RUNS = ROOT / "report" / "runs"
+RESULTS = ROOT / "report" / "results"
 ARCH_FILES = {"mlp": ROOT / "bench" / "mlp_submission.py", "conv": ROOT / "submission.py",
               "attention": ROOT / "bench" / "attention_submission.py"}
-SWEEPS = {
-    "latent_dim": [dict(latent_dim=d) for d in (2, 4, 8, 16, 32)],
-    "var": [dict(var=v) for v in (0.001, 0.003, 0.01, 0.03, 0.1)],
-    "arch": [dict(arch=a) for a in ("mlp", "conv", "attention")],
-}
-KEEP = ("score", "ssim", "mse", "fid_ratio", "diversity", "histogram_max_deviation", "memorization", "fair_score")
+# One knob changed at a time from the defaults; each value trained with every seed.
+Q1 = {"lr": (5e-4, 2e-3, 8e-3), "latent_dim": (2, 4, 8, 16, 32), "var": (0.001, 0.01, 0.1)}
+GEN_VAR = (0.001, 0.003, 0.01)
+# The conditional prior refitted on the same weights (the σ_x² = 0.003 runs): one change at a time.
+GEN_PRIOR = {"components": (1, 10, 30, 100), "prior_shrink": (0.8, 1.0), "volume_quantile": (0.3, 1.0)}
+GEN_PRIOR_BASE = {"components": 30, "prior_shrink": 1.0, "volume_quantile": 0.3}
+VAE_KEYS = ("score", "ssim", "mse", "fid_ratio", "diversity", "fair_score")
+GEN_KEYS = ("score", "cond_accuracy", "fid", "fid_ratio", "diversity", "memorization", "fair_score")
+
+
+def _settings(threads: int):
+    from vaekit.grading import GradeSettings
+
+    return GradeSettings(threads=threads)
+
+
+class Lab:
+    """Trains and grades runs, each once (results cached on disk), ``jobs`` at a time on ``threads`` each."""
+
+    def __init__(self, epochs: int, seeds: int, jobs: int):
+        from vaekit.grading import Judge
+
+        self.epochs, self.seeds, self.jobs = epochs, list(range(seeds)), jobs
+        self.threads = max(1, (torch.get_num_threads() or 1) // jobs)
+        self.judge = Judge(threads=self.threads)
+        self.core_seconds = 0.0
+        self._train = None  # training and grading of the runs asked for, cached ones included
+
+    @property
+    def train(self):
+        """The training split, loaded once (prior refits encode it)."""
+        if self._train is None:
+            from vaekit.data import load_mnist
+
+            self._train = load_mnist("train")
+        return self._train
+
+    def run(self, task: str, seed: int, arch: str = "conv", **flags: Any) -> dict:
+        """Train (unless done) and grade one run; ``flags`` are train-script options."""
+        name = "-".join([task, arch, f"e{self.epochs}", *(f"{k}{v}" for k, v in sorted(flags.items())), f"s{seed}"])
+        folder = RUNS / name
+        done = folder / "result.json"
+        if done.is_file():
+            return json.loads(done.read_text())
+        out = folder / ("VAEwolabel" if task == "vae" else "Genwithlabel")
+        script = "train_vae.py" if task == "vae" else "train_cond.py"
+        cmd = [sys.executable, script, "--submission", str(ARCH_FILES[arch]), "--epochs", str(self.epochs),
+               "--sharpen-epochs", "0", "--seed", str(seed), "--workers", str(self.threads), "--out", str(out)]
+        cmd += [f"--{k.replace('_', '-')}={v}" for k, v in flags.items()]
+        t = time.perf_counter()
+        subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+        (folder / "submission.py").write_text(ARCH_FILES[arch].read_text())
+        return self._grade(folder, task, {"arch": arch, "seed": seed, **flags}, t)
+
+    def refit(self, base: Path, seed: int, components: int, prior_shrink: float, volume_quantile: float) -> dict:
+        """Refit the GenModel's per-digit prior on trained weights with other settings, then grade it."""
+        from vaekit.trainer import refit_prior
+
+        flags = {"components": components, "prior_shrink": prior_shrink, "volume_quantile": volume_quantile}
+        if flags == GEN_PRIOR_BASE:  # the trained run's own prior
+            return {**json.loads((base / "result.json").read_text()), **flags, "run_s": 0.0}
+        folder = RUNS / "-".join([base.name, "prior", *(f"{k}{v}" for k, v in flags.items())])
+        if (folder / "result.json").is_file():
+            return json.loads((folder / "result.json").read_text())
+        t = time.perf_counter()
+        torch.set_num_threads(self.threads)
+        refit_prior(base, folder, "gen", self.train.x, self.train.y, **flags)
+        return self._grade(folder, "gen", {"arch": "conv", "seed": seed, "var": 0.003, **flags}, t)
+
+    def _grade(self, folder: Path, task: str, config: dict, started: float) -> dict:
+        from vaekit.grading import grade_submission
+
+        t = time.perf_counter()
+        graded = grade_submission(self.judge, folder, folder / "graded", [task], _settings(self.threads))[task]
+        if graded.get("error"):
+            raise RuntimeError(f"{folder.name}: {graded['error']}")
+        sub = folder / ("VAEwolabel" if task == "vae" else "Genwithlabel")
+        hp = read_hyperparameters(sub / "hyperparameters.txt")
+        keys = VAE_KEYS if task == "vae" else GEN_KEYS
+        result = {**config, "epochs": hp["epochs_run"], "train_s": hp["wall_time_s"],
+                  "s_per_epoch": round(hp["wall_time_s"] / hp["epochs_run"], 1), "threads": self.threads,
+                  "grade_s": round(time.perf_counter() - t, 1),
+                  "run_s": round(time.perf_counter() - started, 1), **{k: graded.get(k) for k in keys}}
+        (folder / "result.json").write_text(json.dumps(result, indent=1) + "\n")
+        return result
+
+    def many(self, calls: list[tuple]) -> list[dict]:
+        """Run ``(method, args, kwargs)`` calls ``jobs`` at a time, in order; count their core-seconds."""
+        with ThreadPoolExecutor(self.jobs) as pool:
+            results = list(pool.map(lambda c: c[0](*c[1], **c[2]), calls))
+        self.core_seconds += sum(r.get("run_s", 0) * r["threads"] for r in results)
+        return results
+
+
+def summarise(runs: list[dict], knob: str, keys: tuple[str, ...]) -> list[dict]:
+    """One row per value of ``knob``: each metric's mean, sample std and per-seed values, in run order."""
+    rows: dict[Any, list[dict]] = {}
+    for r in runs:
+        rows.setdefault(r[knob], []).append(r)
+    out = []
+    for value, group in rows.items():
+        row: dict[str, Any] = {knob: value, "seeds": len(group), "epochs": group[0]["epochs"],
+                               "threads": group[0]["threads"]}
+        for k in (*keys, "train_s", "s_per_epoch"):
+            xs = [g[k] for g in group if g.get(k) is not None]
+            row[k] = {"mean": statistics.fmean(xs), "std": statistics.stdev(xs) if len(xs) > 1 else 0.0,
+                      "runs": xs} if xs else None
+        out.append(row)
+    return out
+
+
+def q1(lab: Lab) -> dict:
+    defaults = {"lr": 2e-3, "latent_dim": 16, "var": 0.01}  # train_vae.py's
+    sweeps = {}
+    for knob, values in Q1.items():
+        calls = [(lab.run, ("vae", s), {k: v for k, v in {knob: x}.items() if v != defaults[k]})
+                 for x in values for s in lab.seeds]
+        runs = [{**r, knob: x} for r, x in zip(lab.many(calls), [x for x in values for _ in lab.seeds])]
+        sweeps[knob] = summarise(runs, knob, VAE_KEYS)
+    return {"defaults": defaults, "sweeps": sweeps}
+
+
+def q2(lab: Lab) -> dict:
+    # Same epochs, seeds, σ_x², N(0, I) prior (the MLP and attention files have no fitted prior) and no sharpening.
+    calls = [(lab.run, ("vae", s), {"arch": a, "prior": "standard"}) for a in ARCH_FILES for s in lab.seeds]
+    return {"arch": summarise(lab.many(calls), "arch", VAE_KEYS)}
+
+
+def gen(lab: Lab) -> dict:
+    calls = [(lab.run, ("gen", s), {"var": v} if v != 0.003 else {}) for v in GEN_VAR for s in lab.seeds]
+    runs = [{**r, "var": v} for r, v in zip(lab.many(calls), [v for v in GEN_VAR for _ in lab.seeds])]
+    result: dict[str, Any] = {"defaults": {"var": 0.003, **GEN_PRIOR_BASE}, "var": summarise(runs, "var", GEN_KEYS)}
+    bases = {s: RUNS / "-".join(["gen", "conv", f"e{lab.epochs}", f"s{s}"]) for s in lab.seeds}
+    for knob, values in GEN_PRIOR.items():
+        calls = [(lab.refit, (bases[s], s), {**GEN_PRIOR_BASE, knob: x}) for x in values for s in lab.seeds]
+        result[knob] = summarise(lab.many(calls), knob, GEN_KEYS)
+    return result
+
+
+@torch.no_grad()
+def label_swap(lab: Lab, n: int = 1000) -> dict:
+    """Decode each code with each of the ten labels and classify: how often the requested label is drawn.
+
+    ``standard``: z ~ N(0, I) fed straight to the decoder (no prior). ``prior``: z drawn from digit c's fitted
+    prior, decoded as digit y; the matrix ``[c][y]`` is the share classified as y (the label won) and
+    ``as_source[c][y]`` the share classified as c (the code won).
+    """
+    from vaekit.course import load_model
+
+    model, _ = load_model(ROOT / "Genwithlabel")
+    clf = lab.judge.classifier
+    gen = torch.Generator().manual_seed(0)
+    labels = torch.arange(10)
+
+    def classify(z: torch.Tensor, y: int) -> torch.Tensor:
+        return clf(model.decode_latent(z, torch.full((len(z),), y))).argmax(1)
+
+    eps = torch.randn(n, model.latent_dim, generator=gen)
+    standard = [float((classify(eps, y) == y).float().mean()) for y in labels.tolist()]
+    as_label, as_source = [], []
+    for c in labels.tolist():
+        z = model.prior.to_latent(torch.randn(n // 10, model.latent_dim, generator=gen),
+                                  torch.full((n // 10,), c))
+        preds = [classify(z, y) for y in labels.tolist()]
+        as_label.append([float((p == y).float().mean()) for y, p in enumerate(preds)])
+        as_source.append([float((p == c).float().mean()) for p in preds])
+    off = [(c, y) for c in range(10) for y in range(10) if c != y]
+    return {"codes_per_label": n, "standard": standard, "standard_mean": statistics.fmean(standard),
+            "prior": as_label, "prior_as_source": as_source,
+            "prior_own_digit": statistics.fmean(as_label[c][c] for c in range(10)),
+            "prior_swapped_as_label": statistics.fmean(as_label[c][y] for c, y in off),
+            "prior_swapped_as_source": statistics.fmean(as_source[c][y] for c, y in off)}
+
+
+EXPERIMENTS = {"q1": q1, "q2": q2, "gen": gen, "label-swap": label_swap}
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--budget", type=float, default=60.0, help="training seconds per run")
-    p.add_argument("--out", default=str(ROOT / "report" / "results" / "sweeps.json"), help="summary JSON")
+    p.add_argument("experiment", choices=[*EXPERIMENTS, "all"], help="which experiment to run")
+    p.add_argument("--epochs", type=int, default=2, help="training epochs per run (no sharpening)")
+    p.add_argument("--seeds", type=int, default=3, help="seeds per setting (0, 1, ...)")
+    p.add_argument("--jobs", type=int, default=1, help="runs at once (each gets cores / jobs threads)")
     args = p.parse_args(argv)
-
-    judge = Judge()
-    settings = GradeSettings()
-    done: dict[tuple, dict] = {}  # the default setting appears in every sweep: train it once
-
-    def train_and_grade(arch: str, flags: dict) -> dict:
-        key = (arch, *sorted(flags.items()))
-        if key not in done:
-            folder = ROOT / "report" / "runs" / "-".join(f"{k}{v}" for k, v in [("", arch), *sorted(flags.items())])
-            cmd = [sys.executable, "train_vae.py", "--submission", str(ARCH_FILES[arch]), "--epochs", "1000",
-                   "--time-budget", str(args.budget), "--out", str(folder / "VAEwolabel")]
-            cmd += [f"--{k.replace('_', '-')}={v}" for k, v in flags.items()]
-            subprocess.run(cmd, cwd=ROOT, check=True)  # train_vae.py's own defaults for everything else
-            (folder / "submission.py").write_text(ARCH_FILES[arch].read_text())
-            graded = grade_submission(judge, folder, folder / "graded", ["vae"], settings)["vae"]
-            hp = read_hyperparameters(folder / "VAEwolabel" / "hyperparameters.txt")
-            done[key] = {"arch": arch, "latent_dim": hp["latent_dim"], "var": hp["training"]["var"],
-                         "epochs": hp["epochs_run"], "train_s": hp["wall_time_s"], "valid_loss": hp["valid"]["loss"],
-                         "error": graded.get("error"), **{k: graded.get(k) for k in KEEP}}
-        return done[key]
-
-    t_all = time.perf_counter()
-    base = train_and_grade("conv", {})
-    results: dict[str, list[dict]] = {}
-    for sweep, variants in SWEEPS.items():
-        results[sweep] = []
-        for variant in variants:
-            arch = variant.get("arch", "conv")
-            flags = {k: v for k, v in variant.items() if k != "arch" and v != base[k]}
-            results[sweep].append(train_and_grade(arch, flags))
-    summary = {"budget_s": args.budget, "cpu_minutes": round((time.perf_counter() - t_all) / 60, 1),
-               "base": {"latent_dim": base["latent_dim"], "var": base["var"], "arch": "conv"},
-               "sweeps": results}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(summary, indent=2) + "\n")
-    print(json.dumps(summary, indent=2))
+    if args.seeds < 1 or args.epochs < 1 or args.jobs < 1:
+        p.error("--epochs, --seeds and --jobs must be at least 1.")
+    lab = Lab(args.epochs, args.seeds, args.jobs)
+    for name in EXPERIMENTS if args.experiment == "all" else [args.experiment]:
+        lab.core_seconds, t = 0.0, time.perf_counter()
+        result = EXPERIMENTS[name](lab)
+        # What the experiment costs from scratch: each run's training and grading seconds × its threads.
+        core_seconds = lab.core_seconds or (time.perf_counter() - t) * torch.get_num_threads()
+        if name != "label-swap":  # the others train
+            result.update(epochs=args.epochs, seeds=args.seeds, jobs=args.jobs)
+        result.update(command=f"python report/experiments.py {name}", cpu_minutes=round(core_seconds / 60, 1),
+                      cores=torch.get_num_threads())
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        path = RESULTS / f"{name.replace('-', '_')}.json"
+        path.write_text(json.dumps(result, indent=1) + "\n")
+        print(f"wrote {path.relative_to(ROOT)} ({result['cpu_minutes']} CPU-minutes)")
 
 
 if __name__ == "__main__":

@@ -1,3 +1,4 @@
+import runpy
 import shutil
 import subprocess
 import sys
@@ -46,3 +47,30 @@ def good(tmp_path_factory, root):
         subprocess.run([sys.executable, script, "--dry-run", "--latent-dim", "4", "--out", str(d / folder)],
                        cwd=root, check=True, capture_output=True)
     return d
+
+
+# A filled report/student.toml (the kit ships it with FILL IN in every field).
+FILLED = """group = 7
+hours_spent = 41.5
+[[authors]]
+name = "Ada Lovelace"
+student_id = "s1815"
+[[authors]]
+name = "Alan Turing"
+student_id = "s1912"
+[feedback]
+learned = "How a fitted prior decides sample quality."
+suggestions = "Grade conditional accuracy with a classifier."
+"""
+
+
+def run_main(root, script: str, *argv: str, capsys=None) -> tuple[int, str, str]:
+    """Run a script's own main(argv) in this process (the code `python SCRIPT ...` runs, without paying for a
+    fresh interpreter and torch import each time); returns (exit status, stdout, stderr)."""
+    main = runpy.run_path(str(root / script))["main"]
+    try:
+        status = main(list(argv)) or 0
+    except SystemExit as e:
+        status = e.code
+    out = capsys.readouterr()
+    return status, out.out, out.err

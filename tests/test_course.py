@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import torch
 import torchvision.utils as vutils
+from conftest import run_main
 from PIL import Image
 from skimage.metrics import mean_squared_error, structural_similarity
 from torch.utils.data import DataLoader, TensorDataset
@@ -240,8 +241,8 @@ def test_a_broken_contract_stops_training_with_one_sentence(root, tmp_path, patc
     assert not (tmp_path / "out" / "epoch.pth").exists()
 
 
-def test_train_scripts_take_no_shape_flags(root):
+def test_train_scripts_take_no_shape_flags(root, capsys):
     """The model's shape lives only in submission.py's defaults: the course builds it from latent_dim alone."""
-    r = subprocess.run([sys.executable, "train_vae.py", "--dry-run", "--channels", "64", "--hidden", "64",
-                        "--components", "3"], cwd=root, capture_output=True, text=True)
-    assert r.returncode == 2 and "unrecognized arguments: --channels 64 --hidden 64 --components 3" in r.stderr
+    status, _, err = run_main(root, "train_vae.py", "--dry-run", "--channels", "64", "--hidden", "64",
+                              "--components", "3", capsys=capsys)
+    assert status == 2 and "unrecognized arguments: --channels 64 --hidden 64 --components 3" in err

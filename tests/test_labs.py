@@ -48,8 +48,9 @@ def test_denoising_psnr_and_noise():
     assert float((noisy - x).std()) == pytest.approx(second_moment**0.5, rel=0.02)
 
 
-@pytest.mark.parametrize("loss", ["nsgan", "wgan-gp"])
-def test_cgan_lab_writes_a_submission_that_grade_py_grades(root, tmp_path, loss):
+def test_cgan_lab_writes_a_submission_that_grade_py_grades(root, tmp_path):
+    """With WGAN-GP (its own training loop); the bench's dry run trains the default nsgan GAN end to end."""
+    loss = "wgan-gp"
     r = subprocess.run([sys.executable, "labs/cgan.py", "--dry-run", "--loss", loss, "--out", str(tmp_path)],
                        cwd=root, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]

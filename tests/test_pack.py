@@ -2,53 +2,55 @@
 
 import json
 import shutil
-import subprocess
-import sys
 import zipfile
 
 import pytest
+from conftest import FILLED, run_main
 
 from vaekit.grading import GradeSettings, grade_submission
 
 pytestmark = pytest.mark.slow
 
 
-def run_pack(root, folder, *extra):
-    return subprocess.run([sys.executable, "pack.py", "--group", "7", "--root", str(folder), "--out", str(folder),
-                           *extra], cwd=root, capture_output=True, text=True)
+def run_pack(root, folder, *extra, capsys):
+    """pack.py's main in this process; returns (exit status, stderr)."""
+    status, _, err = run_main(root, "pack.py", "--group", "7", "--root", str(folder), "--out", str(folder), *extra,
+                              capsys=capsys)
+    return status, err
 
 
-def test_pack_lists_every_missing_file(root, tmp_path):
+def test_pack_lists_every_missing_file(root, tmp_path, capsys):
     (tmp_path / "VAEwolabel").mkdir()
-    r = run_pack(root, tmp_path)
-    assert r.returncode == 1
+    status, err = run_pack(root, tmp_path, capsys=capsys)
+    assert status == 1
     for name in ("VAEwolabel/epoch.pth", "Genwithlabel/grade_result.json", "submission.py", "report.pdf"):
-        assert name in r.stderr
+        assert name in err
     assert not (tmp_path / "G7-FINAL.zip").exists()
 
 
-def test_pack_refuses_stale_or_failed_grades_then_round_trips(root, judge, good, tmp_path):
+def test_pack_refuses_stale_or_failed_grades_then_round_trips(root, judge, good, tmp_path, capsys):
     sub = tmp_path / "sub"
     shutil.copytree(good, sub)
     (sub / "report").mkdir()
     (sub / "report" / "report.pdf").write_bytes(b"%PDF-1.4\n%%EOF\n")
+    (sub / "report" / "student.toml").write_text(FILLED)
     settings = GradeSettings(per_label=20, timeout=60)
     grade_submission(judge, sub, sub, ["vae", "gen"], settings)
-    assert run_pack(root, sub, "--check").returncode == 0
+    assert run_pack(root, sub, "--check", capsys=capsys)[0] == 0
 
     # A retrained model makes its grade stale.
     (sub / "Genwithlabel" / "epoch.pth").write_bytes((good / "VAEwolabel" / "epoch.pth").read_bytes())
-    r = run_pack(root, sub)
-    assert r.returncode == 1 and "Genwithlabel/grade_result.json: stale" in r.stderr
+    status, err = run_pack(root, sub, capsys=capsys)
+    assert status == 1 and "Genwithlabel/grade_result.json: stale" in err
     # A failed grade is refused with its error.
     grade_submission(judge, sub, sub, ["gen"], settings)
-    r = run_pack(root, sub)
-    assert r.returncode == 1 and "grading failed: checkpoint does not fit the model" in r.stderr
+    status, err = run_pack(root, sub, capsys=capsys)
+    assert status == 1 and "grading failed: checkpoint does not fit the model" in err
 
     shutil.copy(good / "Genwithlabel" / "epoch.pth", sub / "Genwithlabel" / "epoch.pth")
     grade_submission(judge, sub, sub, ["gen"], settings)
-    r = run_pack(root, sub)
-    assert r.returncode == 0, r.stderr
+    status, err = run_pack(root, sub, capsys=capsys)
+    assert status == 0, err
     z = sub / "G7-FINAL.zip"
     with zipfile.ZipFile(z) as zf:
         assert sorted(zf.namelist()) == sorted(
@@ -61,27 +63,27 @@ def test_pack_refuses_stale_or_failed_grades_then_round_trips(root, judge, good,
         assert res[task]["score"] == before["score"]
 
 
-def test_group_zero_is_a_valid_group(root, tmp_path):
-    r = subprocess.run([sys.executable, "pack.py", "--group", "0", "--root", str(tmp_path), "--check"], cwd=root,
-                       capture_output=True, text=True)
-    assert "G0-FINAL.zip" in r.stderr and "--group" not in r.stderr  # refused for missing files, not the number
-    r = subprocess.run([sys.executable, "pack.py", "--group", "-1"], cwd=root, capture_output=True, text=True)
-    assert r.returncode == 2 and "0 or more" in r.stderr
+def test_group_zero_is_a_valid_group(root, tmp_path, capsys):
+    _, _, err = run_main(root, "pack.py", "--group", "0", "--root", str(tmp_path), "--check", capsys=capsys)
+    assert "G0-FINAL.zip" in err and "--group" not in err  # refused for missing files, not the number
+    status, _, err = run_main(root, "pack.py", "--group", "-1", capsys=capsys)
+    assert status == 2 and "0 or more" in err
 
 
-def test_pack_refuses_a_model_the_course_cannot_load(root, judge, good, tmp_path):
+def test_pack_refuses_a_model_the_course_cannot_load(root, judge, good, tmp_path, capsys):
     """Grades fine here (hyperparameters.txt records every size), but the course builds GenModel(latent_dim=d)
     from submission.py's defaults alone: a default changed after training makes its strict load fail."""
     sub = tmp_path / "sub"
     shutil.copytree(good, sub)
     (sub / "report").mkdir()
     (sub / "report" / "report.pdf").write_bytes(b"%PDF-1.4\n%%EOF\n")
+    (sub / "report" / "student.toml").write_text(FILLED)
     grade_submission(judge, sub, sub, ["vae", "gen"], GradeSettings(per_label=20, timeout=60))
     source = (sub / "submission.py").read_text()
     (sub / "submission.py").write_text(source.replace("hidden: int = 256, components: int = 30",
                                                       "hidden: int = 128, components: int = 30"))
-    r = run_pack(root, sub)
-    assert r.returncode == 1 and not (sub / "G7-FINAL.zip").exists()
-    assert "Genwithlabel/: the course's harness cannot use this model" in r.stderr
-    assert "GenModel(latent_dim=4).load_state_dict failed" in r.stderr and "default in submission.py" in r.stderr
-    assert "VAEwolabel/: the course" not in r.stderr
+    status, err = run_pack(root, sub, capsys=capsys)
+    assert status == 1 and not (sub / "G7-FINAL.zip").exists()
+    assert "Genwithlabel/: the course's harness cannot use this model" in err
+    assert "GenModel(latent_dim=4).load_state_dict failed" in err and "default in submission.py" in err
+    assert "VAEwolabel/: the course" not in err

@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from conftest import run_main
 
 import submission as S
 from vaekit import checkpoint
@@ -153,19 +154,13 @@ def test_train_scripts_dry_run_write_course_files(root, tmp_path, script, folder
     assert "train_adv" in history["sharpen"][-1] and "train_critic_loss" in history["sharpen"][-1]
 
 
-def test_train_script_rejects_bad_flags(root):
-    import subprocess
-    import sys
-
-    r = subprocess.run([sys.executable, "train_vae.py", "--latent-dim", "0"], cwd=root, capture_output=True,
-                       text=True)
-    assert r.returncode == 2 and "--latent-dim must be at least 1" in r.stderr
-    r = subprocess.run([sys.executable, "train_vae.py", "--no-such-flag"], cwd=root, capture_output=True,
-                       text=True)
-    assert r.returncode == 2 and "unrecognized arguments" in r.stderr
-    r = subprocess.run([sys.executable, "train_cond.py", "--sharpen-epochs", "-1"], cwd=root,
-                       capture_output=True, text=True)
-    assert r.returncode == 2 and "--sharpen-epochs and --sharpen-weight must be at least 0" in r.stderr
+def test_train_script_rejects_bad_flags(root, capsys):
+    status, _, err = run_main(root, "train_vae.py", "--latent-dim", "0", capsys=capsys)
+    assert status == 2 and "--latent-dim must be at least 1" in err
+    status, _, err = run_main(root, "train_vae.py", "--no-such-flag", capsys=capsys)
+    assert status == 2 and "unrecognized arguments" in err
+    status, _, err = run_main(root, "train_cond.py", "--sharpen-epochs", "-1", capsys=capsys)
+    assert status == 2 and "--sharpen-epochs and --sharpen-weight must be at least 0" in err
 
 
 def test_ctrl_c_leaves_a_resumable_state_and_tensorboard_logs(root, tmp_path):
@@ -196,14 +191,11 @@ def test_ctrl_c_leaves_a_resumable_state_and_tensorboard_logs(root, tmp_path):
     assert list(tb.glob("events.out.tfevents.*"))
 
 
-def test_dry_run_means_the_same_everywhere(root):
+def test_dry_run_means_the_same_everywhere(root, capsys):
     """--dry-run's help and meaning come from one place (vaekit.cli) for train scripts, labs and the bench."""
-    import subprocess
-    import sys
-
     from vaekit.cli import DRY_RUN_HELP
 
     for script in ("train_vae.py", "train_cond.py", "train_classifier.py", "labs/autoencoder.py",
                    "labs/classifier.py", "labs/cgan.py", "labs/latent_space.py", "labs/adain.py"):
-        r = subprocess.run([sys.executable, script, "--help"], cwd=root, capture_output=True, text=True)
-        assert r.returncode == 0 and " ".join(DRY_RUN_HELP.split()) in " ".join(r.stdout.split()), script
+        status, out, _ = run_main(root, script, "--help", capsys=capsys)
+        assert status == 0 and " ".join(DRY_RUN_HELP.split()) in " ".join(out.split()), script

@@ -10,6 +10,8 @@ submission offers them (``vaekit.contract``), each skipped with one line otherwi
 from __future__ import annotations
 
 import argparse
+import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,7 @@ from torch import nn
 from . import checkpoint, contract, plots
 from .adversarial import sharpen_decoder
 from .cli import add_run_flags, setup_run
-from .course import TASKS, SubmissionError, load_submission, write_course_folder
+from .course import TASKS, SubmissionError, load_model, load_submission, write_course_folder
 from .generation import fast_layout, grid_labels, reconstruct, sample
 from .paths import ROOT
 from .training import fit
@@ -107,6 +109,28 @@ def fit_class_prior(model: nn.Module, x: torch.Tensor, y: torch.Tensor, shrink: 
         mus.append(mu)
         logvars.append(logvar)
     model.fit_prior(torch.cat(mus), torch.cat(logvars), y.to(device), shrink=shrink, **options)
+
+
+def refit_prior(src: Path, dst: Path, task: str, x: torch.Tensor, y: torch.Tensor, components: int | None = None,
+                prior_shrink: float | None = None, **options: float) -> None:
+    """Copy a trained submission folder to ``dst`` and refit its prior to the codes of ``x`` (no retraining):
+    ``components`` Gaussians and ``prior_shrink`` (default: as trained) and ``fit_prior`` ``options``."""
+    folder = TASKS[task].folder
+    shutil.copytree(src / folder, dst / folder, ignore=shutil.ignore_patterns("*_state.pth"), dirs_exist_ok=True)
+    source = (src / "submission.py").read_text()
+    if components:  # as a default: the course builds the model from latent_dim alone and loads it strictly
+        source = re.sub(r"components: int = \d+", f"components: int = {components}", source)
+    (dst / "submission.py").write_text(source)
+    overrides = {"components": components} if components else None
+    model, hp = load_model(dst / folder, dst / "submission.py", overrides=overrides, weights=False)
+    weights = checkpoint.load_checkpoint(dst / folder / "epoch.pth")["model_state_dict"]
+    model.load_state_dict({k: v for k, v in weights.items() if not k.startswith("prior.")}, strict=False)
+    if prior_shrink is not None:
+        hp["training"]["prior_shrink"] = prior_shrink
+    fit_class_prior(model, x, y, hp["training"]["prior_shrink"], **options)
+    checkpoint.save_checkpoint(dst / folder / "epoch.pth", model.state_dict(), task=task,
+                               model_class=hp["model_class"], model_kwargs=hp["model_kwargs"])
+    checkpoint.write_hyperparameters(dst / folder / "hyperparameters.txt", hp)
 
 
 def train(task: str, args: argparse.Namespace) -> Path:
