@@ -11,7 +11,7 @@ attack on the shipped classifier), and the red team's cheats (bench/cheats/cheat
 model and the adversarial sampler are graded again with a private classifier (train_classifier.py with another
 seed, 2 epochs), as a TA would grade. The targets checked: the textbook model earns at least half the points,
 the kit's defaults at least 90 %, every degenerate or cheating submission at most a quarter of the textbook
-model's fair score under the same classifier. The README's calibration table is rewritten from
+model's fair score under the same classifier. docs/grading.md's calibration table is rewritten from
 bench/calibration.md.
 """
 
@@ -201,7 +201,7 @@ def grade_all(judge: Judge, subjects: list, settings: GradeSettings, out: Path, 
 
 
 def report(rows: list[dict], out: Path, update_readme: bool) -> None:
-    """Check each row against its target; write calibration.{json,md} (and the README's table)."""
+    """Check each row against its target; write calibration.{json,md} (and docs/grading.md's table)."""
     textbook = {(r["task"], r["classifier"]): r["fair_score"] for r in rows if r["name"] == "textbook MLP"}
     for r in rows:
         top = TASKS[r["task"]].max_score

@@ -1,5 +1,5 @@
-"""The example class of the README's grade-page screenshot and of the browser tests: the kit's default submission,
-a broken one (its GenModel checkpoint missing), a label-permuted one and a pass-through cheat.
+"""The example class of the grade-page screenshot in docs/grading.md and of the browser tests: the kit's default
+submission, a broken one (its GenModel checkpoint missing), a label-permuted one and a pass-through cheat.
 
     python -m bench.example_class     # grades it on the official test set and writes docs/grade_page.png
 

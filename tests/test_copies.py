@@ -1,4 +1,5 @@
-"""A results folder keeps the submission.py that produced it; each such copy must be its source, byte for byte."""
+"""Generated files: a results folder keeps the submission.py that produced it (each copy byte for byte its source),
+and each generated table lives in one page, where its script rewrites it."""
 
 import pytest
 
@@ -10,3 +11,18 @@ COPIES = [("bench/reference/mlp/submission.py", "bench/mlp_submission.py"),
 def test_result_folders_hold_their_sources(root, copy, source):
     assert (root / copy).read_bytes() == (root / source).read_bytes(), (
         f"{copy} differs from {source}: rerun the command that trains it, or copy the source over.")
+
+
+def test_each_generated_table_lives_in_one_page_and_is_rewritten_there(root, tmp_path):
+    from vaekit.readme import pages, replace_block
+
+    for name in ("bench", "calibration"):  # bench/run.py and bench/calibrate.py rewrite these
+        holders = [p.name for p in pages(root) if f"<!-- {name}:start -->" in p.read_text()]
+        assert len(holders) == 1, (name, holders)
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "README.md").write_text("# kit\n")
+    (tmp_path / "docs" / "grading.md").write_text("a\n<!-- calibration:start -->\nold\n<!-- calibration:end -->\nb\n")
+    assert replace_block("calibration", "new\n", root=tmp_path)
+    assert (tmp_path / "docs" / "grading.md").read_text() == (
+        "a\n<!-- calibration:start -->\nnew\n<!-- calibration:end -->\nb\n")
+    assert not replace_block("bench", "x\n", root=tmp_path) and (tmp_path / "README.md").read_text() == "# kit\n"

@@ -24,7 +24,7 @@ def browser():
 
 @pytest.fixture(scope="module")
 def graded_batch(small_test, root, tmp_path_factory):
-    """The README's example class (default, broken, label-permuted, pass-through), graded."""
+    """The example class of docs/grading.md's screenshot (default, broken, label-permuted, pass-through), graded."""
     from bench.example_class import build
     batch = build(tmp_path_factory.mktemp("class") / "class4", root)
     out = tmp_path_factory.mktemp("graded")

@@ -215,6 +215,6 @@ def fair_factors(res: dict) -> dict[str, float]:
 def fair_score(res: dict) -> float:
     """The course score — or the same formula on the isolated path (``res["split"]``), where that is lower: a
     ``forward`` that passes its input through wins the course's own number, not this one — times what the course
-    grader cannot see (formula and calibration in the README)."""
+    grader cannot see (formula and calibration in docs/grading.md)."""
     base = min(res["score"], res["split"]["score"]) if "split" in res else res["score"]
     return float(base * np.prod(list(fair_factors(res).values())))
