@@ -58,7 +58,8 @@ class Lab:
         from vaekit.grading import Judge
 
         self.epochs, self.seeds, self.jobs = epochs, list(range(seeds)), jobs
-        self.threads = max(1, (torch.get_num_threads() or 1) // jobs)
+        self.cores = torch.get_num_threads() or 1  # before any run sets its own thread count
+        self.threads = max(1, self.cores // jobs)
         self.judge = Judge(threads=self.threads)
         self.core_seconds = 0.0
         self._train = None  # training and grading of the runs asked for, cached ones included
@@ -227,11 +228,11 @@ def main(argv: list[str] | None = None) -> None:
         lab.core_seconds, t = 0.0, time.perf_counter()
         result = EXPERIMENTS[name](lab)
         # What the experiment costs from scratch: each run's training and grading seconds × its threads.
-        core_seconds = lab.core_seconds or (time.perf_counter() - t) * torch.get_num_threads()
+        core_seconds = lab.core_seconds or (time.perf_counter() - t) * lab.cores
         if name != "label-swap":  # the others train
             result.update(epochs=args.epochs, seeds=args.seeds, jobs=args.jobs)
         result.update(command=f"python report/experiments.py {name}", cpu_minutes=round(core_seconds / 60, 1),
-                      cores=torch.get_num_threads())
+                      cores=lab.cores)
         RESULTS.mkdir(parents=True, exist_ok=True)
         path = RESULTS / f"{name.replace('-', '_')}.json"
         path.write_text(json.dumps(result, indent=1) + "\n")
