@@ -17,6 +17,7 @@ being rerun.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import subprocess
@@ -61,17 +62,14 @@ class Lab:
         self.cores = torch.get_num_threads() or 1  # before any run sets its own thread count
         self.threads = max(1, self.cores // jobs)
         self.judge = Judge(threads=self.threads)
-        self.core_seconds = 0.0
-        self._train = None  # training and grading of the runs asked for, cached ones included
+        self.core_seconds = 0.0  # training and grading of the runs asked for, cached ones included
 
-    @property
+    @functools.cached_property
     def train(self):
         """The training split, loaded once (prior refits encode it)."""
-        if self._train is None:
-            from vaekit.data import load_mnist
+        from vaekit.data import load_mnist
 
-            self._train = load_mnist("train")
-        return self._train
+        return load_mnist("train")
 
     def run(self, task: str, seed: int, arch: str = "conv", **flags: Any) -> dict:
         """Train (unless done) and grade one run; ``flags`` are train-script options."""
