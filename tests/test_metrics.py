@@ -27,6 +27,46 @@ def test_ssim_and_mse_match_references():
         metrics.ssim_mean(a, b[:3])
 
 
+def test_batched_ssim_is_scikit_images_to_the_last_bit():
+    # Digit-like images (mostly black, a bright stroke) and their blurred, noisy "reconstructions", as graded.
+    rng = np.random.default_rng(1)
+    a = np.zeros((300, 28, 28), np.uint8)
+    for img in a:
+        r, c = rng.integers(4, 20, 2)
+        img[r:r + rng.integers(3, 8), c:c + rng.integers(2, 8)] = rng.integers(120, 256)
+    b = np.clip(a.astype(int) // 2 + rng.integers(-20, 60, a.shape), 0, 255).astype(np.uint8)
+    b[:50] = a[:50]  # exact copies: ssim 1
+    b[50:60] = 0  # a blank output
+    got = metrics.ssim_per_image(a, b)
+    want = [structural_similarity(x, y, data_range=255) for x, y in zip(a, b)]
+    assert got == want  # bit for bit, not approximately
+    assert metrics.ssim_mean(a, b) == np.mean(want)
+
+
+def test_classifier_features_are_the_same_bits_in_any_batch():
+    from vaekit.classifier import features_and_digits, load_classifier
+    from vaekit.data import load_mnist
+
+    model = load_classifier()[0]
+    images = metrics.quantize(load_mnist("test").x[:700])
+    feats, digits = features_and_digits(model, images)
+    with torch.no_grad():
+        whole = model.features(torch.from_numpy(images).float().div(255).unsqueeze(1))
+    assert feats.shape == (700, 128) and np.array_equal(feats, whole.numpy())
+    assert np.array_equal(digits, model.head(whole[:700]).argmax(1).numpy())
+    assert features_and_digits(model, images[:0])[0].shape == (0, 128)
+
+
+def test_nearest_neighbours_are_torch_cdists_to_the_last_bit():
+    rng = np.random.default_rng(2)
+    ref = rng.normal(size=(3000, 128)).astype(np.float32)
+    query = np.concatenate([ref[:100] + 1e-4, rng.normal(size=(700, 128)).astype(np.float32)])
+    want = torch.cdist(torch.from_numpy(query), torch.from_numpy(ref)).min(1).values.numpy()
+    got = metrics.NearestNeighbours(ref).distances(query)
+    assert got.dtype == np.float32 and np.array_equal(got, want)
+    assert len(metrics.nearest_distances(query[:0], ref)) == 0
+
+
 def test_course_scores_on_hand_checked_inputs():
     # bonus(16) = 1.2 - 16/784 = 1.179592; (0.8*5 + 0.09*50) * bonus = 8.5 * 1.179592 = 10.0265 -> capped 10
     assert metrics.latent_bonus(16) == pytest.approx(1.2 - 16 / 784)

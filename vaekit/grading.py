@@ -27,7 +27,7 @@ import torch
 
 from . import course_inference, metrics
 from .checkpoint import CheckpointError, file_sha256, library_versions, model_spec, read_hyperparameters
-from .classifier import load_classifier
+from .classifier import features_and_digits, load_classifier
 from .course import MODEL_FILES, TASKS, TRAINER_HYPERPARAMETERS, SubmissionError, model_files
 from .data import Split, dataset_sha256, load_mnist, load_test_data
 from .gradepage import save_previews
@@ -95,23 +95,16 @@ class Judge:
         if dataset_sha256(official) != self.test_sha256:
             heldout.append(self._cached_features(official))
         self.heldout_feats = np.concatenate(heldout)
+        self.train_index = metrics.NearestNeighbours(self.train_feats)
+        self.heldout_index = metrics.NearestNeighbours(self.heldout_feats)
         # How close an unseen real digit typically comes to a training image: the copy threshold, once.
         self.copy_threshold = float(self._cached(f"threshold-{self.test_sha256[:16]}", lambda: np.array(
-            metrics.memorization_threshold(self.test_feats, self.train_feats))))
+            metrics.memorization_threshold(self.test_feats, self.train_index))))
         self.encode_request = _npz_bytes(x=self.test_u8, y=self.test_y)  # what every encoder is sent
 
-    @torch.no_grad()
     def features(self, images_u8: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(penultimate features ``[N,128]``, predicted digits ``[N]``) of uint8 images."""
-        feats, preds = [], []
-        for i in range(0, len(images_u8), 1000):
-            x = torch.from_numpy(images_u8[i:i + 1000]).float().div(255).unsqueeze(1)
-            f = self.classifier.features(x)
-            feats.append(f)
-            preds.append(self.classifier.head(f).argmax(1))
-        if not feats:
-            return np.zeros((0, 128), np.float32), np.zeros(0, np.int64)
-        return torch.cat(feats).numpy(), torch.cat(preds).numpy()
+        return features_and_digits(self.classifier, images_u8)
 
     def _cached_features(self, split: Split) -> np.ndarray:
         """Features of a split (``[N,128]``), cached on disk per (classifier, data) pair."""
@@ -214,8 +207,8 @@ def score_common(judge: Judge, latent_dim: int, recon: np.ndarray, feats: np.nda
     res: dict[str, Any] = {"latent_dim": latent_dim}
     res["bonus"] = metrics.latent_bonus(latent_dim)
     res["memorization_threshold"] = judge.copy_threshold
-    res["memorization"] = metrics.copy_share(feats, judge.train_feats, judge.copy_threshold)
-    res["memorization_heldout"] = metrics.copy_share(feats, judge.heldout_feats, judge.copy_threshold)
+    res["memorization"] = metrics.copy_share(feats, judge.train_index, judge.copy_threshold)
+    res["memorization_heldout"] = metrics.copy_share(feats, judge.heldout_index, judge.copy_threshold)
     res["recon_copies"] = metrics.recon_copy_share(recon, judge.test_u8)
     return res
 
