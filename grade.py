@@ -4,6 +4,10 @@
     python grade.py --submission G7-FINAL.zip --out graded/G7
     python grade.py --batch submissions/ --out graded/ -j 2   # one JSON per task + graded/grades.csv
     python grade.py --batch submissions/ --isolation required --test-data hidden.npz   # how a TA grades
+    python grade.py --batch submissions/ --scheduler tcp://HOST:8786 ...   # on a Dask cluster's workers
+
+A batch resumes: a submission graded before with the same files and settings keeps its grade (--regrade: all again),
+so an interrupted batch or one with late hand-ins grades only what is new.
 
 The submission's code runs only inside a bubblewrap sandbox (no network, no files of the grader), in two
 processes per task: one encodes the test images, a fresh one decodes codes and noise.
@@ -20,15 +24,15 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from vaekit.batch import connect, dask_grader, local_grader, prepare_cluster, run_batch, settings_key, test_set_sha256
 from vaekit.checkpoint import CheckpointError
-from vaekit.course import TASKS
+from vaekit.classifier import load_classifier
+from vaekit.course import TASKS, SubmissionError
 from vaekit.data import DataError
 from vaekit.gradepage import write_page
-from vaekit.grading import GradeSettings, Judge, grade_submission, write_csv, write_result
+from vaekit.grading import GradeSettings, Judge, grade_submission, write_csv
 from vaekit.sandbox import ISOLATION_MODES
 
 DEFAULT = GradeSettings()
@@ -55,6 +59,49 @@ def summary(name: str, results: dict[str, dict]) -> str:
 def exit_status(results: list[dict]) -> int:
     """0 when every task was graded, 1 when any failed."""
     return 1 if any(r.get("error") for r in results) else 0
+
+
+def grade_batch(p: argparse.ArgumentParser, args: argparse.Namespace, settings: GradeSettings,
+                judge: Judge | None) -> int:
+    """Every zip or folder in ``--batch``, here or on the cluster at ``--scheduler``; resumes unless ``--regrade``."""
+    batch = Path(args.batch)
+    if not batch.is_dir():
+        p.error(f"--batch {batch} is not a folder.")
+    out = Path(args.out or "graded")
+    entries = sorted(e for e in batch.iterdir() if e.is_dir() or e.suffix == ".zip")
+    if not entries:
+        p.error(f"--batch {batch} holds no .zip files or folders.")
+    key = settings_key(settings, args.tasks, *args.hashes)
+    client, pool, errors = None, None, ()
+    try:
+        if judge is not None:
+            grade, pool = local_grader(judge, args.tasks, settings, args.jobs)
+            slots = args.jobs
+        else:
+            from distributed import KilledWorker
+
+            client = connect(args.scheduler)
+            prepare_cluster(client, args.test_data, args.classifier, settings)
+            grade, errors = dask_grader(client, args.tasks, settings), (KilledWorker,)
+            slots = 2 * max(1, sum(w["nthreads"] for w in client.scheduler_info()["workers"].values()))
+        outcomes, graded = run_batch(entries, out, args.tasks, settings, lambda sha: f"{key}:{sha}", grade, slots,
+                                     regrade=args.regrade, budget=args.batch_budget, cluster_errors=errors)
+    except (ConnectionError, SubmissionError) as e:
+        p.exit(2, f"grade.py: error: {e}\n")
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+        if client is not None:
+            client.close()
+    for o in outcomes:
+        print(summary(o.name, o.results))
+    rows = [(o.name, r) for o in outcomes for r in o.results.values()]
+    write_csv(out / "grades.csv", rows)
+    page = write_page(out / "index.html", [(o.name, o.results) for o in outcomes], [f"{o.name}/" for o in outcomes],
+                      f"Grades of {batch.name}")
+    print(f"graded {graded} of {len(outcomes)} submissions ({len(outcomes) - graded} unchanged since the last run); "
+          f"wrote {out}/<name>/<task>/grade_result.json, {out}/grades.csv and {page}")
+    return exit_status([r for _, r in rows])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,7 +134,14 @@ def main(argv: list[str] | None = None) -> int:
                    "TAs); none: never sandbox")
     p.add_argument("--batch", default=None, metavar="DIR", help="grade every zip or folder in DIR; writes "
                    "OUT/<name>/... and OUT/grades.csv")
-    p.add_argument("-j", "--jobs", type=int, default=1, help="submissions graded in parallel (batch mode)")
+    p.add_argument("-j", "--jobs", type=int, default=1, help="submissions graded in parallel here (batch mode with "
+                   "--scheduler local)")
+    p.add_argument("--scheduler", default="local", metavar="ADDRESS",
+                   help="batch mode: 'local' grades on this machine; tcp://HOST:PORT sends each submission to that "
+                   "Dask scheduler's workers (each needs this kit installed and, with --isolation required, user "
+                   "namespaces for the sandbox)")
+    p.add_argument("--regrade", action="store_true", help="batch mode: grade every submission again (by default one "
+                   "already graded with the same files and settings keeps its grade)")
     p.add_argument("--batch-budget", type=float, default=None, metavar="SECONDS",
                    help="wall-clock budget of the whole batch: a submission not started when it runs out gets an "
                    "error row (rerun for those); default: none")
@@ -98,47 +152,19 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = GradeSettings(seed=args.seed, per_label=args.samples_per_label, timeout=args.timeout,
                              memory_gb=args.memory_gb, isolation=args.isolation, secret=args.secret)
-    try:
-        judge = Judge(args.test_data, args.classifier, threads=settings.threads)
+    if args.scheduler != "local" and not args.batch:
+        p.error("--scheduler needs --batch (a single submission is graded here).")
+    try:  # on a cluster the workers build the judge; here only the hashes that key the grades are needed
+        judge = (Judge(args.test_data, args.classifier, threads=settings.threads) if args.scheduler == "local"
+                 else None)
+        hashes = ((judge.test_sha256, judge.classifier_sha256) if judge else
+                  (test_set_sha256(args.test_data), load_classifier(args.classifier)[1]))
     except (DataError, CheckpointError, OSError, ValueError) as e:
         p.exit(2, f"grade.py: error: {e}\n")
+    args.hashes = hashes
 
     if args.batch:
-        batch = Path(args.batch)
-        if not batch.is_dir():
-            p.error(f"--batch {batch} is not a folder.")
-        out = Path(args.out or "graded")
-        entries = sorted(e for e in batch.iterdir() if e.is_dir() or e.suffix == ".zip")
-        if not entries:
-            p.error(f"--batch {batch} holds no .zip files or folders.")
-
-        started = time.monotonic()
-
-        def one(entry: Path) -> tuple[str, dict]:
-            try:
-                if args.batch_budget is not None and time.monotonic() - started > args.batch_budget:
-                    error = (f"not graded: the batch's budget of {args.batch_budget:g} s (--batch-budget) ran out "
-                             "before this submission started.")
-                    results = {t: {"task": t, "folder": TASKS[t].folder, "error": error, "score": 0.0,
-                                   "fair_score": 0.0} for t in args.tasks}
-                    for r in results.values():
-                        write_result(out / entry.stem, r)
-                    return entry.stem, results
-                return entry.stem, grade_submission(judge, entry, out / entry.stem, args.tasks, settings)
-            except Exception as e:  # noqa: BLE001 - a grader bug on one hand-in is that hand-in's row, not the batch's end
-                error = f"grader error: {type(e).__name__}: {e}"
-                return entry.stem, {t: {"task": t, "folder": TASKS[t].folder, "error": error, "score": 0.0,
-                                        "fair_score": 0.0} for t in args.tasks}
-
-        with ThreadPoolExecutor(args.jobs) as pool:
-            graded = list(pool.map(one, entries))
-        for name, results in graded:
-            print(summary(name, results))
-        write_csv(out / "grades.csv", [(name, r) for name, results in graded for r in results.values()])
-        page = write_page(out / "index.html", graded, [f"{name}/" for name, _ in graded], f"Grades of {batch.name}")
-        print(f"wrote {out}/<name>/<task>/grade_result.json, {out}/grades.csv and {page} for {len(graded)} "
-              "submissions")
-        return exit_status([r for _, results in graded for r in results.values()])
+        return grade_batch(p, args, settings, judge)
 
     sub = Path(args.submission)
     if not sub.exists():

@@ -1,0 +1,210 @@
+"""Batch grading: resuming, late and changed hand-ins, and a real Dask cluster on localhost (a scheduler and two
+workers started here, one killed mid-batch)."""
+
+import csv
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import run_main
+
+pytestmark = pytest.mark.slow
+DASK = Path(sys.executable).with_name("dask")
+COMMON = ["--samples-per-label", "20"]
+
+
+def batch_cmd(batch, out, small_test, *extra):
+    return [sys.executable, "grade.py", "--batch", str(batch), "--out", str(out), "--test-data", str(small_test),
+            *COMMON, *extra]
+
+
+def graded_count(stdout: str) -> tuple[int, int]:
+    m = re.search(r"graded (\d+) of (\d+) submissions", stdout)
+    assert m, stdout[-2000:]
+    return int(m.group(1)), int(m.group(2))
+
+
+def rows(out: Path) -> list[dict]:
+    return list(csv.DictReader(open(out / "grades.csv")))
+
+
+def results_without_timing(out: Path) -> dict:
+    found = {}
+    for path in sorted(out.glob("*/*/grade_result.json")):
+        r = json.loads(path.read_text())
+        r.pop("timing", None)
+        found[path.relative_to(out).as_posix()] = r
+    return found
+
+
+def test_a_rerun_grades_only_what_is_new_or_changed(root, good, small_test, tmp_path):
+    batch, out = tmp_path / "class", tmp_path / "graded"
+    for name in ("G1", "G2"):
+        shutil.copytree(good, batch / name)
+    run = lambda *extra: subprocess.run(batch_cmd(batch, out, small_test, "--tasks", "vae", *extra), cwd=root,  # noqa: E731
+                                        capture_output=True, text=True)
+    first = run()
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert graded_count(first.stdout) == (2, 2)
+    before = results_without_timing(out)
+    again = run()
+    assert graded_count(again.stdout) == (0, 2) and again.returncode == 0
+    assert results_without_timing(out) == before  # kept, and read back into the CSV and page
+    assert [r["submission"] for r in rows(out)] == ["G1", "G2"]
+    # A late hand-in and a changed one are graded; the unchanged one is not.
+    shutil.copytree(good, batch / "G3")
+    with open(batch / "G1" / "submission.py", "a") as f:
+        f.write("\n# resubmitted\n")
+    late = run()
+    assert graded_count(late.stdout) == (2, 3)
+    assert [r["submission"] for r in rows(out)] == ["G1", "G2", "G3"]
+    # Other settings are other grades; --regrade grades everything.
+    assert graded_count(run("--seed", "5").stdout) == (3, 3)
+    assert graded_count(run("--seed", "5", "--regrade").stdout) == (3, 3)
+    assert graded_count(run("--seed", "5").stdout) == (0, 3)
+
+
+def test_an_interrupted_batch_resumes_where_it_stopped(root, good, small_test, tmp_path):
+    batch, out = tmp_path / "class", tmp_path / "graded"
+    for name in ("G1", "G2", "G3"):
+        shutil.copytree(good, batch / name)
+    proc = subprocess.Popen(batch_cmd(batch, out, small_test, "--tasks", "vae"), cwd=root, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not (out / "G1" / ".grade_key").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)  # a TA's Ctrl-C after the first submission
+    proc.communicate(timeout=120)
+    assert (out / "G1" / ".grade_key").exists() and not (out / "G3" / ".grade_key").exists()
+    rest = subprocess.run(batch_cmd(batch, out, small_test, "--tasks", "vae"), cwd=root, capture_output=True, text=True)
+    assert rest.returncode == 0, rest.stderr[-2000:]
+    done, total = graded_count(rest.stdout)
+    assert total == 3 and 1 <= done <= 2
+    assert [r["submission"] for r in rows(out)] == ["G1", "G2", "G3"] and all(r["error"] == "" for r in rows(out))
+
+
+# -- a real Dask cluster --------------------------------------------------------------------------------------
+
+
+class Cluster:
+    """``dask scheduler`` and ``dask worker`` processes on localhost, as a TA starts them."""
+
+    def __init__(self, folder: Path, root: Path):
+        self.folder, self.root, self.workers = folder, root, {}
+        file = folder / "scheduler.json"
+        self.scheduler = self._start([str(DASK), "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+                                      "--scheduler-file", str(file)], "scheduler")
+        deadline = time.monotonic() + 60
+        while not file.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        self.address = json.loads(file.read_text())["address"]
+
+    def _start(self, cmd: list[str], name: str, env: dict | None = None) -> subprocess.Popen:
+        log = open(self.folder / f"{name}.log", "w")
+        return subprocess.Popen(cmd, cwd=self.root, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True)
+
+    def add_worker(self, name: str, env: dict | None = None) -> None:
+        self.workers[name] = self._start([str(DASK), "worker", self.address, "--name", name, "--nthreads", "1",
+                                          "--no-nanny", "--no-dashboard", "--host", "127.0.0.1"], name, env)
+
+    def client(self):
+        from distributed import Client
+
+        return Client(self.address, timeout=30, set_as_default=False)
+
+    def wait_for_workers(self, n: int) -> None:
+        with self.client() as c:
+            c.wait_for_workers(n, timeout=120)
+
+    def kill(self, name: str) -> None:
+        os.killpg(self.workers[name].pid, signal.SIGKILL)
+        self.workers[name].wait()
+
+    def close(self) -> None:
+        for p in [*self.workers.values(), self.scheduler]:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            p.wait()
+
+
+@pytest.fixture
+def cluster(tmp_path, root):
+    if not DASK.exists():
+        pytest.skip(f"no dask command beside {sys.executable}: install the kit (dask[distributed])")
+    c = Cluster(tmp_path, root)
+    yield c
+    c.close()
+
+
+def test_a_cluster_loses_a_worker_mid_batch_and_grades_every_submission_once_as_here(root, good, small_test,
+                                                                                       tmp_path, cluster):
+    batch = tmp_path / "class"
+    for name in ("G1", "G2", "G3"):
+        shutil.copytree(good, batch / name)
+    (batch / "G4.zip").write_bytes(b"not a zip")
+    cluster.add_worker("w1")
+    cluster.add_worker("w2")
+    cluster.wait_for_workers(2)
+    out = tmp_path / "on_cluster"
+    proc = subprocess.Popen(batch_cmd(batch, out, small_test, "--scheduler", cluster.address), cwd=root,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Kill w1 a few seconds into a submission it is grading.
+    with cluster.client() as c:
+        deadline, victim = time.monotonic() + 240, None
+        while victim is None and time.monotonic() < deadline:
+            for addr, keys in c.processing().items():
+                info = c.scheduler_info()["workers"].get(addr, {})
+                if keys and info.get("name") == "w1":
+                    victim = addr
+            time.sleep(0.3)
+        assert victim is not None, "w1 never got a submission"
+        time.sleep(4)
+        cluster.kill("w1")
+    stdout, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 1, stderr[-3000:]  # G4 is not a zip; every other submission graded
+    got = [(r["submission"], r["task"]) for r in rows(out)]
+    assert got == [(f"G{i}", t) for i in range(1, 5) for t in ("vae", "gen")]  # each once, in order
+    assert all(r["error"] == "" for r in rows(out)[:6]) and "not a readable zip" in rows(out)[6]["error"]
+    assert (out / "index.html").exists() and (out / "G3" / "Genwithlabel" / "grade_samples.png").exists()
+    # The same batch graded here: the same JSON, timing aside.
+    here = tmp_path / "here"
+    local = subprocess.run(batch_cmd(batch, here, small_test, "-j", "2"), cwd=root, capture_output=True, text=True)
+    assert local.returncode == 1, local.stderr[-2000:]
+    assert results_without_timing(out) == results_without_timing(here)
+    assert len(results_without_timing(here)) == 8
+
+
+def test_a_worker_that_cannot_sandbox_is_refused_by_name(root, good, small_test, tmp_path, cluster):
+    if os.geteuid() != 0:
+        pytest.skip("the broken worker is made by hiding util-linux, which only root's sandbox needs")
+    cluster.add_worker("nosandbox", env={**os.environ, "PATH": "/nonexistent"})
+    cluster.wait_for_workers(1)
+    batch = tmp_path / "class"
+    shutil.copytree(good, batch / "G1")
+    r = subprocess.run(batch_cmd(batch, tmp_path / "out", small_test, "--scheduler", cluster.address,
+                                 "--isolation", "required"), cwd=root, capture_output=True, text=True)
+    assert r.returncode == 2
+    assert re.search(r"worker tcp://127\.0\.0\.1:\d+ cannot grade: --isolation required, but", r.stderr), r.stderr
+    assert not (tmp_path / "out" / "G1").exists()
+
+
+def test_a_bad_scheduler_address_is_one_sentence(root, good, tmp_path, capsys):
+    batch = tmp_path / "class"
+    shutil.copytree(good, batch / "G1")
+    status, _, err = run_main(root, "grade.py", "--batch", str(batch), "--scheduler", "tcp://127.0.0.1:9",
+                              capsys=capsys)
+    assert status == 2
+    assert err.startswith("grade.py: error: no Dask scheduler answered at tcp://127.0.0.1:9 within 10 s")
+    assert err.count("\n") == 1 and "Traceback" not in err
+    status, _, err = run_main(root, "grade.py", "--scheduler", "tcp://127.0.0.1:9", capsys=capsys)
+    assert status == 2 and "--scheduler needs --batch" in err

@@ -1,0 +1,377 @@
+"""Grade a class: every zip or folder in a folder, on this machine or on a Dask cluster, resumable.
+
+Each submission is first *staged* on the machine that runs ``grade.py``: the files the grader reads, as one
+deterministic stored zip (a folder's links and special files are refused here, as in single grading). Its sha256 and
+the grading settings make its *key*. A submission whose output folder already holds results under the same key is
+not graded again (an interrupted batch resumes; a late or changed hand-in is graded on the next run); ``regrade``
+grades all.
+
+The staged zip then goes to a grader: a thread of this process (``--scheduler local``) or one task on a Dask
+cluster, where each worker builds the judge once (``JudgePlugin``: the test set and the classifier travel once per
+worker, not once per task) and runs the submission's sandbox itself. Either way the grader returns the task results
+and the files it wrote, and only this process writes them, with the CSV and the page. A worker that dies mid-task has
+its submission graded elsewhere (Dask retries it); one that dies on every try leaves an error row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import shutil
+import sys
+import tempfile
+import threading
+import time
+import zipfile
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from distributed import WorkerPlugin
+
+from .course import TASKS, SubmissionError
+from .data import dataset_sha256, load_test_data
+from .grading import GradeSettings, Judge, grade_submission
+from .outputs import output_path, write_atomic, write_text
+from .sandbox import MAX_ZIP_BYTES, copy_hand_in
+
+KEY_FILE = ".grade_key"  # in each submission's output folder, written last: its results are complete
+PLUGIN = "vaekit-judge"
+CONNECT_TIMEOUT = 10  # seconds to reach a scheduler
+
+
+@dataclass
+class Staged:
+    name: str
+    payload: bytes | None  # a stored zip of what the grader reads; None when the hand-in could not be read
+    error: str | None = None
+    sha256: str = ""
+
+
+def error_results(tasks: list[str], error: str) -> dict[str, dict[str, Any]]:
+    return {t: {"task": t, "folder": TASKS[t].folder, "error": error, "score": 0.0, "fair_score": 0.0} for t in tasks}
+
+
+def stage(entry: Path) -> Staged:
+    """The hand-in as the bytes every grader gets (the same bytes for the same files, whatever their timestamps)."""
+    name = entry.stem
+    try:
+        if entry.is_file():
+            if entry.stat().st_size > MAX_ZIP_BYTES:
+                raise SubmissionError(f"{entry.name} is larger than {MAX_ZIP_BYTES // 2**20} MiB.")
+            payload = entry.read_bytes()
+        else:
+            with tempfile.TemporaryDirectory() as tmp:
+                copy = copy_hand_in(entry, Path(tmp) / "copy")
+                buf = io.BytesIO()
+                with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
+                    for path in sorted(p for p in copy.rglob("*") if p.is_file()):
+                        zf.writestr(zipfile.ZipInfo(path.relative_to(copy).as_posix()), path.read_bytes())
+                payload = buf.getvalue()
+    except SubmissionError as e:
+        return Staged(name, None, str(e))
+    except OSError as e:
+        return Staged(name, None, f"the submission could not be read ({type(e).__name__}: {str(e)[:300]}).")
+    return Staged(name, payload, None, hashlib.sha256(payload).hexdigest())
+
+
+def settings_key(settings: GradeSettings, tasks: list[str], test_sha256: str, classifier_sha256: str) -> str:
+    """What a grade depends on besides the submission: the test set, the classifier, the seed and secret, the
+    counts and limits, and the kit's version."""
+    fields = {**asdict(settings), "secret": hashlib.sha256(settings.secret.encode()).hexdigest(), "tasks": tasks,
+              "test_sha256": test_sha256, "classifier_sha256": classifier_sha256, "kit": kit_version()}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+
+
+def kit_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("vaekit")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def grade_staged(judge: Judge, staged: Staged, tasks: list[str], settings: GradeSettings
+                 ) -> tuple[dict[str, dict[str, Any]], dict[str, bytes]]:
+    """Grade one staged submission; returns (results per task, the files written: relative path -> bytes)."""
+    with tempfile.TemporaryDirectory(prefix="vaekit-batch-") as tmp:
+        handin = Path(tmp) / "handin.zip"
+        handin.write_bytes(staged.payload)
+        out = Path(tmp) / "out"
+        results = grade_submission(judge, handin, out, tasks, settings)
+        files = {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*"))
+                 if p.is_file() and not p.is_symlink()}
+    return results, files
+
+
+# -- Dask ---------------------------------------------------------------------------------------------
+
+
+class JudgePlugin(WorkerPlugin):
+    """Builds the judge once per worker, on its first submission, from the test set and classifier it carries (sent
+    to each worker once, with the plugin)."""
+
+    name = PLUGIN
+
+    def __init__(self, test_npz: bytes | None, classifier: bytes | None, threads: int):
+        self.test_npz, self.classifier, self.threads = test_npz, classifier, threads
+
+    def setup(self, worker: Any = None) -> None:
+        self.folder = Path(tempfile.mkdtemp(prefix="vaekit-judge-"))
+        self._judge: Judge | None = None
+        self._lock = threading.Lock()
+
+    def teardown(self, worker: Any = None) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def judge(self) -> Judge:
+        with self._lock:
+            if self._judge is None:
+                test = classifier = None
+                if self.test_npz is not None:
+                    test = self.folder / "test.npz"
+                    test.write_bytes(self.test_npz)
+                if self.classifier is not None:
+                    classifier = self.folder / "classifier.pt"
+                    classifier.write_bytes(self.classifier)
+                self._judge = Judge(str(test) if test else None, str(classifier) if classifier else None,
+                                    threads=self.threads)
+            return self._judge
+
+
+def _grade_on_worker(staged: Staged, tasks: list[str], settings: GradeSettings
+                     ) -> tuple[dict[str, dict[str, Any]], dict[str, bytes], str]:
+    from distributed import get_worker
+
+    worker = get_worker()
+    results, files = grade_staged(worker.plugins[PLUGIN].judge(), staged, tasks, settings)
+    return results, files, worker.address
+
+
+def _isolation_of_worker(mode: str) -> str | None:
+    from .sandbox import resolve_isolation
+
+    try:
+        resolve_isolation(mode)
+    except SubmissionError as e:
+        return str(e)
+    return None
+
+
+def connect(address: str) -> Any:
+    """A client of the scheduler at ``address``, or ``ConnectionError`` with one sentence."""
+    from distributed import Client
+
+    try:
+        return Client(address, timeout=CONNECT_TIMEOUT)
+    except (OSError, TimeoutError, ValueError) as e:
+        reason = str(e).split("\n")[0][:200]
+        raise ConnectionError(f"no Dask scheduler answered at {address} within {CONNECT_TIMEOUT} s ({reason}); start "
+                              "one with `dask scheduler` and workers with `dask worker ADDRESS`, or grade here with "
+                              "--scheduler local.") from e
+
+
+def prepare_cluster(client: Any, test_data: str | None, classifier: str | None, settings: GradeSettings) -> None:
+    """Check every worker can sandbox as ``settings.isolation`` asks, then give each the judge's files once."""
+    refused = {addr: why for addr, why in client.run(_isolation_of_worker, settings.isolation).items() if why}
+    if refused:
+        addr, why = sorted(refused.items())[0]
+        raise SubmissionError(f"worker {addr} cannot grade: {why}")
+    if not client.scheduler_info().get("workers"):
+        raise ConnectionError("the Dask scheduler has no workers; start some with `dask worker ADDRESS`.")
+    test = None
+    if test_data is not None:  # as the float32 images it loads to, so every worker hashes the same test set
+        split = load_test_data(test_data)
+        buf = io.BytesIO()
+        np.savez(buf, x=split.x.numpy(), y=split.y.numpy())
+        test = buf.getvalue()
+    client.register_plugin(JudgePlugin(test, Path(classifier).read_bytes() if classifier else None,
+                                       settings.threads), name=PLUGIN)
+
+
+# -- the batch ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    name: str
+    results: dict[str, dict[str, Any]]
+    final: bool  # a verdict on the submission (graded, or its own error), kept for a resumed batch
+    where: str = "here"
+
+
+class Progress:
+    """One bar over the batch on a terminal (done, errors, ETA); one short line per submission in a log."""
+
+    def __init__(self, total: int, done: int, stream=sys.stderr):
+        self.total, self.done, self.errors, self.stream = total, done, 0, stream
+        self.bar = None
+        if stream.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=done, unit="submission", file=stream, dynamic_ncols=True)
+        self.started = time.monotonic()
+        self.fresh = 0
+
+    def update(self, outcome: Outcome) -> None:
+        self.done += 1
+        self.fresh += 1
+        failed = any(r.get("error") for r in outcome.results.values())
+        self.errors += failed
+        if self.bar is not None:
+            self.bar.set_postfix(errors=self.errors, refresh=False)
+            self.bar.update(1)
+            return
+        rate = (time.monotonic() - self.started) / self.fresh
+        eta = rate * (self.total - self.done)
+        print(f"[{self.done}/{self.total}] {outcome.name}: {'error' if failed else 'graded'} ({self.errors} errors "
+              f"so far; {rate:.1f} s per submission, about {eta / 60:.0f} min left)", file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def read_done(out: Path, name: str, key: str, tasks: list[str]) -> dict[str, dict[str, Any]] | None:
+    """The results a previous run left for ``name`` under ``key``, or None when it must be graded."""
+    folder = out / name
+    try:
+        if (folder / KEY_FILE).read_text() != key:
+            return None
+        return {t: json.loads((folder / TASKS[t].folder / "grade_result.json").read_text()) for t in tasks}
+    except (OSError, ValueError):
+        return None
+
+
+def write_outcome(out: Path, outcome: Outcome, files: dict[str, bytes], key: str) -> None:
+    """Replace the submission's output folders with what its grader wrote; the key last, only for a verdict."""
+    folder = out / outcome.name
+    (folder / KEY_FILE).unlink(missing_ok=True)
+    for r in outcome.results.values():
+        shutil.rmtree(folder / r["folder"], ignore_errors=True)
+    for rel, data in files.items():
+        write_atomic(output_path(folder, rel), lambda p, d=data: p.write_bytes(d))
+    for r in outcome.results.values():
+        if f"{r['folder']}/grade_result.json" not in files:
+            write_text(folder, f"{r['folder']}/grade_result.json", json.dumps(r, indent=2, sort_keys=True) + "\n")
+    if outcome.final:
+        write_text(folder, KEY_FILE, key)
+
+
+def run_batch(entries: list[Path], out: Path, tasks: list[str], settings: GradeSettings, key_of: Callable[[str], str],
+              grade: Callable[[Staged], Any], slots: int, regrade: bool = False, budget: float | None = None,
+              cluster_errors: tuple[type[BaseException], ...] = ()) -> tuple[list[Outcome], int]:
+    """Grade ``entries`` (resuming unless ``regrade``); returns (one outcome per entry, in order; how many were
+    graded now). ``grade(staged)`` returns a future of ``(results, files, where)``; at most ``slots`` are in flight
+    (a submission is staged, in memory, only when a slot frees). ``key_of(sha256)`` is a submission's key."""
+    outcomes: dict[str, Outcome] = {}
+    todo: list[Path] = []
+    for entry in entries:
+        done = None if regrade else _resumable(out, entry, tasks, key_of)
+        if done is not None:
+            outcomes[entry.stem] = Outcome(entry.stem, done, True)
+        else:
+            todo.append(entry)
+    progress = Progress(len(entries), len(outcomes))
+    started = time.monotonic()
+    pending: dict[Any, tuple[Staged, str]] = {}
+    queue: Iterator[Path] = iter(todo)
+    graded = 0
+
+    def submit_next() -> bool:
+        for entry in queue:
+            staged = stage(entry)
+            key = key_of(staged.sha256)
+            if staged.payload is None:
+                finish(Outcome(staged.name, error_results(tasks, staged.error), True), {}, key)
+                continue
+            if budget is not None and time.monotonic() - started > budget:
+                error = (f"not graded: the batch's budget of {budget:g} s (--batch-budget) ran out before this "
+                         "submission started.")
+                finish(Outcome(staged.name, error_results(tasks, error), False), {}, key)
+                continue
+            pending[grade(staged)] = (staged, key)
+            return True
+        return False
+
+    def finish(outcome: Outcome, files: dict[str, bytes], key: str) -> None:
+        nonlocal graded
+        write_outcome(out, outcome, files, key)
+        outcomes[outcome.name] = outcome
+        graded += 1
+        progress.update(outcome)
+
+    try:
+        while len(pending) < slots and submit_next():
+            pass
+        while pending:
+            for future in _completed(pending):
+                staged, key = pending.pop(future)
+                try:
+                    results, files, where = future.result()
+                    final = not any(str(r.get("error") or "").startswith("grader error") for r in results.values())
+                    outcome = Outcome(staged.name, results, final, where)
+                except cluster_errors as e:
+                    outcome, files = Outcome(staged.name, error_results(tasks, (
+                        f"not graded: every worker that took this submission died ({type(e).__name__}); it may "
+                        "kill its grader, or the cluster lost workers. Rerun to retry it.")), False), {}
+                except Exception as e:  # noqa: BLE001 - a grader bug on one hand-in is that hand-in's row
+                    outcome, files = Outcome(staged.name, error_results(
+                        tasks, f"grader error: {type(e).__name__}: {str(e)[:300]}"), False), {}
+                finish(outcome, files, key)
+                submit_next()
+    finally:
+        for future in pending:
+            future.cancel()
+        progress.close()
+    return [outcomes[e.stem] for e in entries], graded
+
+
+def _resumable(out: Path, entry: Path, tasks: list[str], key_of: Callable[[str], str]
+               ) -> dict[str, dict[str, Any]] | None:
+    if not (out / entry.stem / KEY_FILE).is_file():
+        return None  # never graded: no need to stage it twice
+    staged = stage(entry)
+    return read_done(out, entry.stem, key_of(staged.sha256), tasks)
+
+
+def _completed(pending: dict[Any, Any]) -> list[Any]:
+    """The finished futures among ``pending`` (concurrent.futures or Dask ones), waiting for at least one."""
+    futures = list(pending)
+    if futures and type(futures[0]).__module__.startswith("distributed"):
+        from distributed import wait as dask_wait
+
+        return list(dask_wait(futures, return_when="FIRST_COMPLETED").done)
+    return list(wait(futures, return_when=FIRST_COMPLETED).done)
+
+
+def local_grader(judge: Judge, tasks: list[str], settings: GradeSettings, jobs: int
+                 ) -> tuple[Callable[[Staged], Any], ThreadPoolExecutor]:
+    pool = ThreadPoolExecutor(jobs)
+
+    def grade(staged: Staged) -> Any:
+        return pool.submit(lambda: (*grade_staged(judge, staged, tasks, settings), "here"))
+
+    return grade, pool
+
+
+def dask_grader(client: Any, tasks: list[str], settings: GradeSettings) -> Callable[[Staged], Any]:
+    def grade(staged: Staged) -> Any:
+        # pure=False: a rerun after a lost worker is a new task; retries are the scheduler's own (allowed-failures).
+        return client.submit(_grade_on_worker, staged, tasks, settings, pure=False,
+                             key=f"grade-{staged.name}-{staged.sha256[:12]}-{time.monotonic_ns()}")
+
+    return grade
+
+
+def test_set_sha256(test_data: str | None) -> str:
+    return dataset_sha256(load_test_data(test_data))
+
+
+__all__ = ["JudgePlugin", "Outcome", "Staged", "connect", "dask_grader", "grade_staged", "local_grader",
+           "prepare_cluster", "run_batch", "settings_key", "stage", "test_set_sha256"]
