@@ -33,7 +33,16 @@ from .data import Split, dataset_sha256, load_mnist, load_test_data
 from .gradepage import save_previews
 from .outputs import write_text
 from .paths import CACHE_DIR
-from .sandbox import SubmissionCgroup, Worker, WorkerRun, copy_hand_in, private_copy, resolve_isolation, safe_extract
+from .sandbox import (
+    SubmissionCgroup,
+    Worker,
+    WorkerRun,
+    copy_hand_in,
+    keep_freed_memory,
+    private_copy,
+    resolve_isolation,
+    safe_extract,
+)
 
 MAX_SUBMISSION_PY = 2**20  # bytes; a submission.py is a few kB
 MAX_HYPERPARAMETERS = 2**20
@@ -47,7 +56,7 @@ class GradeSettings:
     memory_gb: float = 8.0  # the submission's memory: all its processes' resident memory together (a cgroup,
     # where the grader may make one) and each process's address space (torch alone maps about 4 GB)
     secret: str = ""  # a TA's secret mixed into the sampling seed, so no student can compute their noise
-    threads: int = 2  # CPU threads of the judge and of each worker
+    threads: int = 1  # CPU threads of the judge and of each worker: one, as the tasks already run side by side
     isolation: str = "auto"  # auto | required | none (see sandbox.resolve_isolation)
 
 
@@ -78,8 +87,9 @@ def _npz_bytes(**arrays: np.ndarray) -> bytes:
 class Judge:
     """The test set, the classifier and the real-data reference features, computed once per session."""
 
-    def __init__(self, test_data: str | None = None, classifier: str | None = None, threads: int = 2):
+    def __init__(self, test_data: str | None = None, classifier: str | None = None, threads: int = 1):
         torch.set_num_threads(threads)
+        keep_freed_memory()
         self.classifier, self.classifier_sha256 = load_classifier(classifier)
         self.test = load_test_data(test_data)
         self.test_sha256 = dataset_sha256(self.test)

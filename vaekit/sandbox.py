@@ -382,9 +382,26 @@ def _bwrap_args(binds: list[tuple[str, str]], threads: int) -> list[str]:
     return cmd + ["--"]
 
 
+# glibc's malloc, told to keep freed memory instead of returning each large block to the OS: every 30 MB batch of
+# activations would otherwise be mapped afresh and page-faulted in, a fifth of a grading's CPU time as system time.
+MALLOC_TUNABLES = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=4294967296"
+
+
+def keep_freed_memory() -> None:
+    """The same malloc settings for this process, where the C library is glibc (elsewhere nothing changes)."""
+    import ctypes
+
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return
+    mallopt(-4, 0)  # M_MMAP_MAX: no block of its own mapping
+    mallopt(-1, 2**31 - 1)  # M_TRIM_THRESHOLD: keep up to 2 GiB of freed memory
+
+
 def worker_env(home: str, threads: int) -> dict[str, str]:
     return {"PATH": "/usr/bin:/bin", "HOME": home, "TMPDIR": home, "OMP_NUM_THREADS": str(threads),
-            "PYTHONDONTWRITEBYTECODE": "1", "CUDA_VISIBLE_DEVICES": ""}
+            "PYTHONDONTWRITEBYTECODE": "1", "CUDA_VISIBLE_DEVICES": "", "GLIBC_TUNABLES": MALLOC_TUNABLES}
 
 
 @functools.cache
