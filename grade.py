@@ -10,7 +10,7 @@ A batch resumes: a submission graded before with the same files and settings kee
 so an interrupted batch or one with late hand-ins grades only what is new.
 
 The submission's code runs only inside a bubblewrap sandbox (no network, no files of the grader), in two
-processes per task: one encodes the test images, a fresh one decodes codes and noise.
+processes: one encodes the test images for each task, then a fresh one decodes codes and noise.
 
 The course fields (ssim, mse, fid, score) replay the course's own inference and grading on the same files;
 split.* are the same formulas on the sandboxed encode/decode path, and fair_score rests on the lower of the two.
@@ -32,7 +32,9 @@ from vaekit.classifier import load_classifier
 from vaekit.course import TASKS, SubmissionError
 from vaekit.data import DataError
 from vaekit.gradepage import write_page
-from vaekit.grading import GradeSettings, Judge, grade_submission, write_csv
+from vaekit.grading import GradeSettings, grade_submission
+from vaekit.judge import Judge
+from vaekit.results import write_csv
 from vaekit.sandbox import ISOLATION_MODES
 
 DEFAULT = GradeSettings()

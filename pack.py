@@ -24,6 +24,7 @@ import torch
 from vaekit import contract
 from vaekit.checkpoint import CheckpointError, file_sha256, read_hyperparameters
 from vaekit.course import HANDIN_FILES, TASKS, SubmissionError, load_submission
+from vaekit.outputs import write_atomic
 from vaekit.paths import ROOT
 from vaekit.student import StudentFileError, read_student, unfilled
 
@@ -119,14 +120,15 @@ def problems(root: Path, group: int | None = None) -> list[str]:
 
 def pack(root: Path, group: int, out_dir: Path) -> Path:
     out = out_dir / f"G{group}-FINAL.zip"
-    tmp = out.with_suffix(".zip.tmp")
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        for arcname, path in layout(root).items():
-            zf.write(path, arcname)
-    with zipfile.ZipFile(tmp) as zf:  # read back: exactly the layout, nothing else
-        assert sorted(zf.namelist()) == sorted(layout(root)), zf.namelist()
-    tmp.replace(out)
-    return out
+
+    def write(tmp: Path) -> None:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            for arcname, path in layout(root).items():
+                zf.write(path, arcname)
+        with zipfile.ZipFile(tmp) as zf:  # read back: exactly the layout, nothing else
+            assert sorted(zf.namelist()) == sorted(layout(root)), zf.namelist()
+
+    return write_atomic(out, write)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,7 +30,8 @@ import torch
 from vaekit import checkpoint
 from vaekit.course import TASKS, load_model
 from vaekit.data import load_mnist
-from vaekit.grading import GradeSettings, Judge, grade_submission
+from vaekit.grading import GradeSettings, grade_submission
+from vaekit.judge import Judge
 from vaekit.metrics import fair_factors, fair_score, quantize
 from vaekit.paths import ROOT
 from vaekit.readme import replace_block

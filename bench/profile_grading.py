@@ -34,9 +34,11 @@ from vaekit.checkpoint import load_checkpoint  # noqa: E402
 from vaekit.classifier import features_and_digits  # noqa: E402
 from vaekit.course import TASKS, load_model, load_submission  # noqa: E402
 from vaekit.generation import decode_codes, decode_noise, encode_means, fast_layout, sample_noise  # noqa: E402
-from vaekit.grading import GradeSettings, Judge, course_fields, flag, score_gen, score_vae, split_fields  # noqa: E402
+from vaekit.grading import GradeSettings  # noqa: E402
+from vaekit.judge import Judge  # noqa: E402
 from vaekit.readme import replace_block  # noqa: E402
 from vaekit.sandbox import SandboxCommand, probe_bubblewrap  # noqa: E402
+from vaekit.scoring import course_fields, flag, score_gen, score_vae, split_fields  # noqa: E402
 
 
 def timed(fn):
@@ -115,8 +117,8 @@ def profile_task(judge: Judge, sub, task: str, per_label: int) -> dict[str, floa
     enc = {"course_recon": replay, "course_samples": replay[:10 * course_inference.SAMPLES_PER_DIGIT[task]]}
 
     def score() -> None:
-        res = (score_gen(judge, d, recon8, samples8, lab, settings) if spec.conditional
-               else score_vae(judge, d, recon8, samples8, settings))
+        res = (score_gen(judge, d, recon8, samples8, lab, settings.seed) if spec.conditional
+               else score_vae(judge, d, recon8, samples8, settings.seed))
         res.update(course_fields(judge, task, d, enc))
         res["split"] = split_fields(judge, task, d, recon8, samples8, lab)
         flag({**res, "repeat_difference": 0.0})

@@ -29,15 +29,18 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from vaekit import checkpoint, metrics
 from vaekit.course import TASKS, load_model
 from vaekit.data import Split, load_mnist
 from vaekit.generation import fast_layout, quantize, reconstruct, sample
-from vaekit.grading import GradeSettings, Judge, grade_submission, reconstruction_fid_ratio
+from vaekit.grading import GradeSettings, grade_submission
+from vaekit.judge import Judge
 from vaekit.paths import ROOT
 from vaekit.readme import replace_block
+from vaekit.scoring import feature_fids
 from vaekit.trainer import refit_prior
 
 PY = sys.executable
@@ -50,6 +53,19 @@ COLUMNS = [("model", "model"), ("task", "task"), ("train_s", "train s"), ("train
            ("histogram_max_deviation", "hist dev"), ("memorization", "memorization"), ("mse", "recon MSE"),
            ("ssim", "SSIM"), ("latent_dim", "latent"), ("samples_per_s", "samples/s")]
 CANONICAL_EPOCHS = 10
+
+
+
+def reconstruction_fid_ratio(judge: Judge, recon_u8: np.ndarray, labels: np.ndarray, conditional: bool,
+                             seed: int = 0) -> float:
+    """``fid_ratio`` of reconstructions of training images, as ``score_gen`` (per digit, averaged) or
+    ``score_vae`` (all together) measures samples: the ceiling a prior can reach with this decoder."""
+    feats = judge.features(recon_u8)[0]
+    if not conditional:
+        fid, real = feature_fids(judge, feats, seed)
+        return fid / real
+    pairs = [feature_fids(judge, feats[labels == c], seed + c, label=c) for c in range(10)]
+    return float(np.mean([g for g, _ in pairs]) / np.mean([r for _, r in pairs]))
 
 
 def train(script: str, out: Path, flags: list[str]) -> float:

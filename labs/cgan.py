@@ -211,7 +211,8 @@ def main(argv: list[str] | None = None) -> None:
           f"Wrote {out}/submission.py and {folder}/epoch.pth, hyperparameters.txt, samples.png, reconstructions.png")
 
     if not args.no_grade:
-        from vaekit.grading import GradeSettings, Judge, grade_submission
+        from vaekit.grading import GradeSettings, grade_submission
+        from vaekit.judge import Judge
 
         res = grade_submission(Judge(), out, out, ["gen"], GradeSettings(per_label=50 if args.dry_run else 1000))
         res = res["gen"]

@@ -56,7 +56,7 @@ class Lab:
     """Trains and grades runs, each once (results cached on disk), ``jobs`` at a time on ``threads`` each."""
 
     def __init__(self, epochs: int, seeds: int, jobs: int):
-        from vaekit.grading import Judge
+        from vaekit.judge import Judge
 
         self.epochs, self.seeds, self.jobs = epochs, list(range(seeds)), jobs
         self.cores = torch.get_num_threads() or 1  # before any run sets its own thread count

@@ -33,7 +33,7 @@ def small_test(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def judge(small_test):
-    from vaekit.grading import Judge
+    from vaekit.judge import Judge
 
     return Judge(str(small_test))
 

@@ -269,20 +269,46 @@ def test_isolation_required_refuses_where_there_is_no_sandbox(judge, good, tmp_p
     assert any("no user namespaces" in w for w in res["warnings"])
 
 
-def test_no_decoder_runs_while_an_encoder_does(judge, tmp_path, monkeypatch):
-    """lock_channel: after seeing the images each encoder holds a lock on a file every sandbox can open (the Gen
-    encoder three times longer); a decoder alive meanwhile hears it (here one bit; a lock per byte range carries
-    a test set). Decoders get their input, and run the
-    student's code, only once every encoder of the submission is gone."""
-    from vaekit import grading
+def test_no_decoder_runs_while_an_encoder_does(judge, tmp_path):
+    """lock_channel: after seeing the images the encoder holds a lock on a file every sandbox can open; a decoder
+    alive meanwhile hears it (here one bit; a lock per byte range carries a test set). The decoder gets its input,
+    and runs the student's code, only once the encoding process is gone."""
+    import fcntl
+    from concurrent.futures import ThreadPoolExecutor
+
+    from vaekit.grading import prepare_task, read_reply, stage_files, stage_request
+    from vaekit.worker import FrameReader
 
     sub = make_cheat(tmp_path / "sub", "lock_channel", tasks=("vae", "gen"), HOLD=2.0)
     res = grade_submission(judge, sub, tmp_path / "out", ["vae", "gen"], SETTINGS)
     assert all(r["error"] is None for r in res.values()), {t: r["error"] for t, r in res.items()}
-    # The control: without the gate the first task's decoder runs while the other encoder still talks, and hears.
-    monkeypatch.setattr(grading.EncodingGate, "wait", lambda self: None)
-    res = grade_submission(judge, sub, tmp_path / "open", ["vae", "gen"], SETTINGS)
-    assert any("heard the encoder" in (r["error"] or "") for r in res.values()), res
+    # The control: the same two sandboxes run side by side (what the ordering forbids), and the decoder hears.
+    prepared = prepare_task(sub, "vae", SETTINGS)
+    job = {"per_label": 20, "threads": 1, "memory_bytes": 8 << 30, "tasks": [{"task": "vae", "seed": prepared.seed}]}
+    isolation = sandbox.resolve_isolation("auto")[0]
+    workers = {m: sandbox.Worker(m, job, stage_files([prepared], tmp_path / "side" / m), isolation, 1)
+               for m in ("encode", "decode")}
+    shared = open(os.path.realpath(np.__file__), "rb")
+
+    def locked() -> bool:
+        try:
+            fcntl.flock(shared, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            fcntl.flock(shared, fcntl.LOCK_UN)
+            return False
+        except OSError:
+            return True
+
+    no_deadline = lambda _: time.monotonic() + 120  # noqa: E731
+    with ThreadPoolExecutor(2) as pool:
+        encoding = pool.submit(workers["encode"].run, stage_request(["vae"], x=judge.test_u8, y=judge.test_y),
+                               no_deadline)
+        while not locked() and not encoding.done():
+            time.sleep(0.01)
+        codes = stage_request(["vae"], y=judge.test_y, **{"vae.mu": np.zeros((len(judge.test), 4), np.float32)})
+        decoding = pool.submit(workers["decode"].run, codes, no_deadline)
+        encoding.result(), shared.close()
+        frames = FrameReader(["vae"]).feed([decoding.result().stdout])
+    assert "heard the encoder" in str(read_reply(frames[-1][2])["error"])
 
 
 def test_fork_bomb_is_capped_per_sandbox(judge, tmp_path):

@@ -2,7 +2,6 @@
 workers started here, one killed mid-batch)."""
 
 import csv
-import json
 import os
 import re
 import shutil
@@ -15,8 +14,10 @@ from pathlib import Path
 import pytest
 from conftest import run_main
 
+from bench.cluster import DASK, LocalDaskCluster
+from vaekit.results import batch_grades
+
 pytestmark = pytest.mark.slow
-DASK = Path(sys.executable).with_name("dask")
 COMMON = ["--samples-per-label", "20"]
 
 
@@ -35,15 +36,6 @@ def rows(out: Path) -> list[dict]:
     return list(csv.DictReader(open(out / "grades.csv")))
 
 
-def results_without_timing(out: Path) -> dict:
-    found = {}
-    for path in sorted(out.glob("*/*/grade_result.json")):
-        r = json.loads(path.read_text())
-        r.pop("timing", None)
-        found[path.relative_to(out).as_posix()] = r
-    return found
-
-
 def test_a_rerun_grades_only_what_is_new_or_changed(root, good, small_test, tmp_path):
     batch, out = tmp_path / "class", tmp_path / "graded"
     for name in ("G1", "G2"):
@@ -53,10 +45,10 @@ def test_a_rerun_grades_only_what_is_new_or_changed(root, good, small_test, tmp_
     first = run()
     assert first.returncode == 0, first.stderr[-2000:]
     assert graded_count(first.stdout) == (2, 2)
-    before = results_without_timing(out)
+    before = batch_grades(out)
     again = run()
     assert graded_count(again.stdout) == (0, 2) and again.returncode == 0
-    assert results_without_timing(out) == before  # kept, and read back into the CSV and page
+    assert batch_grades(out) == before  # kept, and read back into the CSV and page
     assert [r["submission"] for r in rows(out)] == ["G1", "G2"]
     # A late hand-in and a changed one are graded; the unchanged one is not.
     shutil.copytree(good, batch / "G3")
@@ -93,57 +85,12 @@ def test_an_interrupted_batch_resumes_where_it_stopped(root, good, small_test, t
 # -- a real Dask cluster --------------------------------------------------------------------------------------
 
 
-class Cluster:
-    """``dask scheduler`` and ``dask worker`` processes on localhost, as a TA starts them."""
-
-    def __init__(self, folder: Path, root: Path):
-        self.folder, self.root, self.workers = folder, root, {}
-        file = folder / "scheduler.json"
-        self.scheduler = self._start([str(DASK), "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
-                                      "--scheduler-file", str(file)], "scheduler")
-        deadline = time.monotonic() + 60
-        while not file.exists() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        self.address = json.loads(file.read_text())["address"]
-
-    def _start(self, cmd: list[str], name: str, env: dict | None = None) -> subprocess.Popen:
-        log = open(self.folder / f"{name}.log", "w")
-        return subprocess.Popen(cmd, cwd=self.root, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True)
-
-    def add_worker(self, name: str, env: dict | None = None) -> None:
-        self.workers[name] = self._start([str(DASK), "worker", self.address, "--name", name, "--nthreads", "1",
-                                          "--no-nanny", "--no-dashboard", "--host", "127.0.0.1"], name, env)
-
-    def client(self):
-        from distributed import Client
-
-        return Client(self.address, timeout=30, set_as_default=False)
-
-    def wait_for_workers(self, n: int) -> None:
-        with self.client() as c:
-            c.wait_for_workers(n, timeout=120)
-
-    def kill(self, name: str) -> None:
-        os.killpg(self.workers[name].pid, signal.SIGKILL)
-        self.workers[name].wait()
-
-    def close(self) -> None:
-        for p in [*self.workers.values(), self.scheduler]:
-            try:
-                os.killpg(p.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            p.wait()
-
-
 @pytest.fixture
 def cluster(tmp_path, root):
     if not DASK.exists():
         pytest.skip(f"no dask command beside {sys.executable}: install the kit (dask[distributed])")
-    c = Cluster(tmp_path, root)
-    yield c
-    c.close()
+    with LocalDaskCluster(tmp_path / "cluster", root) as c:
+        yield c
 
 
 def test_a_cluster_loses_a_worker_mid_batch_and_grades_every_submission_once_as_here(root, good, small_test,
@@ -180,8 +127,8 @@ def test_a_cluster_loses_a_worker_mid_batch_and_grades_every_submission_once_as_
     here = tmp_path / "here"
     local = subprocess.run(batch_cmd(batch, here, small_test, "-j", "2"), cwd=root, capture_output=True, text=True)
     assert local.returncode == 1, local.stderr[-2000:]
-    assert results_without_timing(out) == results_without_timing(here)
-    assert len(results_without_timing(here)) == 8
+    assert batch_grades(out) == batch_grades(here)
+    assert len(batch_grades(here)) == 8
 
 
 def test_a_worker_that_cannot_sandbox_is_refused_by_name(root, good, small_test, tmp_path, cluster):

@@ -4,6 +4,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 import zipfile
 
 import numpy as np
@@ -107,6 +108,35 @@ def test_exception_at_import_and_hang_and_memory_bomb(judge, variant, tmp_path):
     r = grade(judge, variant, tmp_path / "c", tasks=["vae"],
               settings=GradeSettings(per_label=30, timeout=60, memory_gb=5))["vae"]
     assert "memory" in r["error"].lower() or "allocate" in r["error"].lower(), r["error"]
+
+
+def test_a_task_that_kills_its_process_leaves_the_other_task_a_fresh_one(judge, variant, tmp_path):
+    # One process serves both tasks per stage; the VAE's decoding (its course replay decodes too) ends it mid-task.
+    patch_submission(variant, "import os\n_d = VAE.decode_latent\n"
+                              "VAE.decode_latent = lambda self, z, labels=None: os._exit(9)")
+    res = grade(judge, variant, tmp_path / "out")
+    assert "the submission's process died while" in res["vae"]["error"] and "(exit status 9)" in res["vae"]["error"]
+    assert res["gen"]["error"] is None and res["gen"]["score"] > 0
+
+
+def test_a_forged_reply_then_a_hang_is_stopped_at_the_task_budget(judge, variant, tmp_path):
+    """The VAE's encoder writes a made-up "the conditional task is done" frame to every file it may hold, then
+    hangs: the forged frame ends the reading of that process, the hang is stopped at the VAE's budget, and the
+    conditional task is graded by a fresh process."""
+    patch_submission(variant, "import os, time\n_f = VAE.forward\n"
+                              "def _forge(self, *a):\n"
+                              "    for fd in range(3, 12):\n"
+                              "        try:\n"
+                              "            os.write(fd, b'done gen 5\\nhello')\n"
+                              "        except OSError:\n"
+                              "            pass\n"
+                              "    time.sleep(600)\n"
+                              "VAE.forward = _forge")
+    t = time.monotonic()
+    res = grade(judge, variant, tmp_path / "out", settings=GradeSettings(per_label=30, timeout=12))
+    assert res["vae"]["error"].startswith("timed out after 12 s while encoding"), res["vae"]["error"]
+    assert res["gen"]["error"] is None, res["gen"]["error"]
+    assert time.monotonic() - t < 60
 
 
 class _Evil:

@@ -2,6 +2,9 @@
 
 ``course`` holds what the course defines (task folders, required files, loading and writing a course folder);
 ``trainer`` the run of ``train_vae.py`` / ``train_cond.py``; ``training`` the one training loop; ``cli`` the flags
-every script shares; ``grading`` with ``sandbox`` and ``worker`` the grader, ``gradepage`` its HTML page;
-``data``, ``checkpoint``, ``generation``, ``metrics``, ``classifier``, ``plots``, ``paths``, ``readme``.
+every script shares. The grader: ``grading`` runs one submission (``sandbox`` and ``worker`` run its code),
+``judge`` holds what it is judged against, ``scoring`` turns the workers' images into numbers (``metrics`` the
+formulas), ``results`` writes them, ``batch`` grades a class here or on a Dask cluster, ``gradepage`` draws the page,
+``outputs`` writes every file atomically. Also ``data``, ``checkpoint``, ``generation``, ``classifier``, ``plots``,
+``paths``, ``readme``.
 """

@@ -35,8 +35,10 @@ from distributed import WorkerPlugin
 
 from .course import TASKS, SubmissionError
 from .data import dataset_sha256, load_test_data
-from .grading import GradeSettings, Judge, grade_submission
+from .grading import GradeSettings, grade_submission
+from .judge import Judge
 from .outputs import output_path, write_atomic, write_text
+from .results import error_results
 from .sandbox import MAX_ZIP_BYTES, copy_hand_in
 
 KEY_FILE = ".grade_key"  # in each submission's output folder, written last: its results are complete
@@ -50,10 +52,6 @@ class Staged:
     payload: bytes | None  # a stored zip of what the grader reads; None when the hand-in could not be read
     error: str | None = None
     sha256: str = ""
-
-
-def error_results(tasks: list[str], error: str) -> dict[str, dict[str, Any]]:
-    return {t: {"task": t, "folder": TASKS[t].folder, "error": error, "score": 0.0, "fair_score": 0.0} for t in tasks}
 
 
 def stage(entry: Path) -> Staged:

@@ -10,13 +10,14 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
-import os
 import platform
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+
+from .outputs import write_atomic
 
 FORMAT_VERSION = 1
 COMPILE_PREFIX = "_orig_mod."
@@ -34,20 +35,12 @@ def constructor_kwargs(cls: type, given: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in bound.arguments.items() if k not in ("self",) and not k.startswith("_")}
 
 
-def atomic_write(path: Path, write) -> None:
-    """Write through a temporary file so an interrupted run never leaves half a checkpoint."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def save_checkpoint(path: str | Path, state_dict: dict[str, torch.Tensor], **meta: Any) -> None:
     """Save weights plus primitive metadata (numbers, strings, lists, dicts of those)."""
     json.dumps(meta)  # Fails loudly on anything that is not plain data.
     payload = {"model_state_dict": {k: v.detach().cpu() for k, v in state_dict.items()},
                "format_version": FORMAT_VERSION, **meta}
-    atomic_write(Path(path), lambda p: torch.save(payload, p))
+    write_atomic(Path(path), lambda p: torch.save(payload, p))
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -97,7 +90,7 @@ def library_versions() -> dict[str, str]:
 
 def write_hyperparameters(path: str | Path, hp: dict[str, Any]) -> None:
     """One pretty-printed JSON object, keys sorted so two runs diff cleanly."""
-    atomic_write(Path(path), lambda p: p.write_text(json.dumps(hp, indent=2, sort_keys=True) + "\n"))
+    write_atomic(Path(path), lambda p: p.write_text(json.dumps(hp, indent=2, sort_keys=True) + "\n"))
 
 
 def read_hyperparameters(path: str | Path) -> dict[str, Any]:

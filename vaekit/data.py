@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .outputs import save_npy, write_atomic
 from .paths import CACHE_DIR, MNIST_RAW
 
 # md5 of the *decompressed* IDX files (the .gz wrappers differ between mirrors).
@@ -87,9 +88,7 @@ def _load_official(raw_dir: Path) -> dict[str, np.ndarray]:
         arr = read_idx_file(gz, md5)
         try:
             cache.mkdir(parents=True, exist_ok=True)
-            tmp = cached.with_suffix(".tmp.npy")
-            np.save(tmp, arr)
-            tmp.replace(cached)
+            write_atomic(cached, lambda p, a=arr: save_npy(p, a))
         except OSError:
             pass  # A read-only checkout still works, just without the cache.
         out[stem] = arr

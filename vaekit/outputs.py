@@ -29,7 +29,8 @@ def output_path(root: Path, rel: str | Path) -> Path:
 
 def write_atomic(path: Path, write: Callable[[Path], object]) -> Path:
     """Call ``write(tmp)`` on a new file beside ``path`` (created exclusively: no link is followed), then rename
-    it over ``path``."""
+    it over ``path``: an interrupted write leaves the old file whole. The one way the kit writes a file it keeps."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
@@ -39,6 +40,14 @@ def write_atomic(path: Path, write: Callable[[Path], object]) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def save_npy(path: Path, array) -> None:
+    """``np.save`` to exactly ``path`` (``np.save`` given a name appends ``.npy`` to it)."""
+    import numpy as np
+
+    with open(path, "wb") as f:
+        np.save(f, array)
 
 
 def write_text(root: Path, rel: str | Path, text: str) -> Path:

@@ -31,6 +31,7 @@ import threading
 import time
 import zipfile
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,7 +41,8 @@ from .paths import PACKAGE_DIR
 MAX_ZIP_BYTES = 200 * 2**20  # uncompressed total; a real submission is about 15 MB
 MAX_ZIP_FILES = 200
 MAX_RATIO = 200  # compressed -> uncompressed, per entry (zip bombs compress far better than weights)
-MAX_OUTPUT_BYTES = 256 * 2**20  # what a worker may send back (10 000 + 10 000 images are 16 MB)
+MAX_OUTPUT_BYTES = 256 * 2**20  # what a worker may send back (10 000 + 10 000 images are 16 MB per task)
+POLL_S = 0.05  # how often a running worker's output and time are looked at
 TMPFS_BYTES = 256 * 2**20  # the sandbox's private /tmp
 SHM_BYTES = 16 * 2**20  # its /dev/shm (Python's multiprocessing needs one; nothing the grader runs does)
 SANDBOX_DIR = "/submission"  # where the private copy of the submission appears inside the sandbox
@@ -446,13 +448,17 @@ class WorkerRun:
     overflow: bool  # the result was larger than MAX_OUTPUT_BYTES
 
 
-def _drain(pipe, keep: list[bytes], limit: int, flags: dict[str, bool]) -> None:
-    """Read ``pipe`` to its end, keeping at most ``limit`` bytes (a flood cannot fill the grader's memory)."""
+def _drain(pipe, keep: list[bytes], limit: int, flags: dict[str, bool], tail: bool) -> None:
+    """Read ``pipe`` to its end, keeping at most ``limit`` bytes (a flood cannot fill the grader's memory): the
+    first ones (the results, whose complete frames stay readable) or, with ``tail``, the last ones (what was
+    printed last)."""
     size = 0
-    for chunk in iter(lambda: pipe.read(1 << 16), b""):
+    for chunk in iter(lambda: pipe.read1(1 << 16), b""):  # what has arrived, not a full 64 KiB
         if size + len(chunk) > limit:
             flags["overflow"] = True
-            keep[:] = keep[-4:]  # stderr: keep the tail
+            if not tail:
+                continue
+            keep[:] = keep[-4:]
             size = sum(map(len, keep))
         keep.append(chunk)
         size += len(chunk)
@@ -488,15 +494,16 @@ class Worker:
         self.err: list[bytes] = []
         self.flags = {"overflow": False}
         self.readers = [
-            threading.Thread(target=_drain, args=(self.proc.stdout, self.out, MAX_OUTPUT_BYTES, self.flags),
+            threading.Thread(target=_drain, args=(self.proc.stdout, self.out, MAX_OUTPUT_BYTES, self.flags, False),
                              daemon=True),
-            threading.Thread(target=_drain, args=(self.proc.stderr, self.err, 1 << 16, {"overflow": False}),
+            threading.Thread(target=_drain, args=(self.proc.stderr, self.err, 1 << 16, {"overflow": False}, True),
                              daemon=True)]
         for r in self.readers:
             r.start()
 
-    def run(self, stdin: bytes, timeout: float) -> WorkerRun:
-        """Send the input, wait at most ``timeout`` seconds for the result, and reap the process."""
+    def run(self, stdin: bytes, deadline: Callable[[list[bytes]], float]) -> WorkerRun:
+        """Send the input, wait for the process to end, and reap it. ``deadline(output so far)`` says, as the output
+        grows, until when (``time.monotonic()``) the process may run: past it, it is killed (``timed_out``)."""
 
         def feed() -> None:  # in a thread: a worker that never reads its input must not block the grader
             try:
@@ -508,11 +515,15 @@ class Worker:
         writer = threading.Thread(target=feed, daemon=True)
         writer.start()
         timed_out = False
-        try:
-            self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            self.kill()
+        while True:
+            try:
+                self.proc.wait(timeout=POLL_S)
+                break
+            except subprocess.TimeoutExpired:
+                if time.monotonic() > deadline(self.out):
+                    timed_out = True
+                    self.kill()
+                    break
         for r in [*self.readers, writer]:
             r.join(timeout=10)
         self.close()

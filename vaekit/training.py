@@ -22,8 +22,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .checkpoint import atomic_write
 from .data import Split
+from .outputs import write_atomic
 
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]
 
@@ -166,7 +166,7 @@ def fit(
               "rng": torch.get_rng_state(), "epoch": epoch, "seconds": res.seconds, "history": res.history,
               "best_epoch": res.best_epoch, "best_valid": res.best_valid, "best_state": res.best_state,
               "steps": res.steps, **({"critic": critic.state_dict()} if critic is not None else {})}
-        atomic_write(state_path, lambda p: torch.save(st, p))
+        write_atomic(state_path, lambda p: torch.save(st, p))
 
     t0 = time.perf_counter() - elapsed_before
     epoch = start_epoch

@@ -1,19 +1,21 @@
 """The process that runs a submission's code: ``python -m vaekit.worker encode|decode JOB_JSON``.
 
-The grader starts it inside the sandbox (``vaekit.sandbox``) on a private copy of ``submission.py``,
-``epoch.pth`` and ``hyperparameters.txt``; it reads its input from stdin, then builds the model (finding the
-real ``latent_dim`` when the file records another) and writes one ``.npz`` to stdout.
+The grader starts one per stage and submission, inside the sandbox (``vaekit.sandbox``), on a private copy of
+``submission.py`` and each task's ``<task>/epoch.pth`` and ``<task>/hyperparameters.txt``. It reads its input from
+stdin, then for each task of its job, in order, builds the model (finding the real ``latent_dim`` when the file
+records another) and writes one ``.npz`` to stdout, framed (``start`` and ``done`` per task) so the grader can time
+each task and, when one hangs or kills the process, give the tasks after it a fresh process.
 
 * ``encode`` gets the test images (uint8 ``x``, labels ``y``). It replays the course's own inference on them
   (``vaekit.course_inference``: the course fields), then returns the codes ``mu`` (float32) of the split path.
-* ``decode`` — a fresh process that never saw a test image — gets ``mu`` and the labels, and returns the
+* ``decode`` — a fresh process that never saw a test image — gets each task's ``mu`` and the labels, and returns the
   reconstructions decoded from ``mu`` alone and the samples ``decode(z ~ N(0, I), labels)``, both as uint8, and
   how far a second decoding of some of the same codes and noise strays from the first (a random decoder's
   grade would change from run to run).
 
 Each process imports torch at once but runs none of the submission's code until its input arrives: the grader
-sends the decoder its input only after every encoding process of the submission has exited, so the two never
-run the student's code at the same time (no lock, pipe or timing channel between live processes).
+sends the decoder its input only after the encoding process has exited, so the two never run the student's code
+at the same time (no lock, pipe or timing channel between live processes).
 
 The classifier and all scoring stay in the grader. A failure is returned as one sentence (``error``).
 """
@@ -69,7 +71,7 @@ def build(job: dict) -> tuple[torch.nn.Module, dict, object]:
     torch.set_num_threads(job["threads"])
     folder = Path(job["files"])
     read_hyperparameters(folder / "hyperparameters.txt")  # a clear error before the student's code runs
-    sub = load_submission(folder / "submission.py")
+    sub = load_submission(job["submission"])
     model, hp = load_model(folder, sub, default_class=TASKS[job["task"]].model_class, seed=job["seed"],
                            detect_latent=True)
     return fast_layout(model), hp, sub
@@ -94,7 +96,7 @@ def run_job(mode: str, job: dict, model: torch.nn.Module, hp: dict, sub,
             out.update(course_inference.replay(sub, job["task"], latent_dim, state, x, y))
         mu = _run(mode, "encoding test images", lambda: encode_means(model, x, y))
         return {**out, "mu": mu.numpy().astype(np.float32), **sizes}
-    mu = torch.from_numpy(request["mu"])
+    mu = torch.from_numpy(request[f"{job['task']}.mu"])
     recon = _run(mode, "reconstructing test images from their codes", lambda: decode_codes(model, mu, y))
     recon = check_images(recon, "reconstructions", warnings)
     labels = torch.arange(10).repeat_interleave(job["per_label"])
@@ -112,6 +114,19 @@ def run_job(mode: str, job: dict, model: torch.nn.Module, hp: dict, sub,
             "repeat_difference": np.float64(repeat), **sizes}
 
 
+def run_task(mode: str, job: dict, request: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """One task of the job: its model built from ``<files>/<task>/``, then this process's work on it."""
+    try:
+        model, hp, sub = build(job)
+        return run_job(mode, job, model, hp, sub, request)
+    except (SubmissionError, CheckpointError) as e:
+        return {"error": np.str_(str(e))}
+    except MemoryError:
+        return {"error": np.str_("the submission ran out of memory (over the grader's memory cap).")}
+    except Exception as e:  # noqa: BLE001 - whatever the submission raised
+        return {"error": np.str_(f"{type(e).__name__}: {e}")}
+
+
 def main() -> None:
     mode, job = sys.argv[1], json.loads(sys.argv[2])
     # The result channel is a private copy of stdout; the submission's prints go to stderr.
@@ -120,22 +135,67 @@ def main() -> None:
     resource.setrlimit(resource.RLIMIT_AS, (job["memory_bytes"], job["memory_bytes"]))
     if job.get("sandboxed"):  # counted per sandbox there (its own user namespace); outside, per user
         resource.setrlimit(resource.RLIMIT_NPROC, (MAX_TASKS, MAX_TASKS))  # no fork bomb, no cap multiplied
-    try:
-        request = read_request()  # the submission's code runs only once the input is here (see above)
-        model, hp, sub = build(job)
-        out = run_job(mode, job, model, hp, sub, request)
-        status = 0
-    except (SubmissionError, CheckpointError) as e:
-        out, status = {"error": np.str_(str(e))}, 3
-    except MemoryError:
-        out, status = {"error": np.str_("the submission ran out of memory (over the grader's memory cap).")}, 3
-    except Exception as e:  # noqa: BLE001 - whatever the submission raised
-        out, status = {"error": np.str_(f"{type(e).__name__}: {e}")}, 3
-    buf = io.BytesIO()
-    np.savez(buf, **out)
-    result.write(buf.getvalue())
-    result.flush()
-    sys.exit(status)
+    request = read_request()  # the submission's code runs only once the input is here (see above)
+    specs = {spec["task"]: spec for spec in job["tasks"]}
+    for spec in [specs[str(task)] for task in request.pop("tasks")]:
+        write_frame(result, "start", spec["task"])
+        out = run_task(mode, {**job, **spec, "files": str(Path(job["files"]) / spec["task"]),
+                              "submission": str(Path(job["files"]) / "submission.py")}, request)
+        buf = io.BytesIO()
+        np.savez(buf, **out)
+        write_frame(result, "done", spec["task"], buf.getvalue())
+
+
+# -- frames: one process's replies, task by task -----------------------------------------------------------
+
+
+FRAME_KINDS = ("start", "done")
+MAX_HEADER = 64
+
+
+def write_frame(out, kind: str, task: str, payload: bytes = b"") -> None:
+    """``KIND TASK NBYTES\\n`` then the bytes: the grader sees each task begin and end as it happens."""
+    out.write(f"{kind} {task} {len(payload)}\n".encode() + payload)
+    out.flush()
+
+
+class FrameReader:
+    """Reads a worker's frames as its output grows: ``start`` then ``done`` for each task of ``tasks``, in that order.
+    The submission runs in the process and may write anything to it; whatever breaks that sequence (a forged frame, a
+    half-written header) ends the reading for good, and the task then on gets the process's failure."""
+
+    def __init__(self, tasks: list[str]):
+        self.expected = [(kind, task) for task in tasks for kind in FRAME_KINDS]
+        self.buf = b""
+        self.seen = 0
+        self.broken = False
+
+    def feed(self, chunks: list[bytes]) -> list[tuple[str, str, bytes]]:
+        """The frames completed by ``chunks[self.seen:]`` (the list a drain thread appends to)."""
+        new = chunks[self.seen:]
+        self.seen += len(new)
+        if self.broken:
+            return []
+        self.buf += b"".join(new)
+        frames = []
+        while self.expected:
+            end = self.buf.find(b"\n", 0, MAX_HEADER)
+            if end < 0:
+                self.broken = len(self.buf) >= MAX_HEADER
+                return frames
+            kind, task = self.expected[0]
+            head = f"{kind} {task} ".encode()
+            size = self.buf[len(head):end]
+            if not self.buf.startswith(head) or not size.isdigit() or (kind == "start" and size != b"0"):
+                self.broken = True
+                return frames
+            if len(self.buf) < end + 1 + int(size):
+                return frames
+            frames.append((kind, task, self.buf[end + 1:end + 1 + int(size)]))
+            self.buf = self.buf[end + 1 + int(size):]
+            self.expected.pop(0)
+        self.broken = bool(self.buf)  # anything after the last task's reply is not the grader's
+        return frames
 
 
 if __name__ == "__main__":

@@ -234,7 +234,10 @@ class VAE(nn.Module):
         x = (x.reshape(len(x), 784) * 255).round().to(torch.uint8).numpy()
         if ATTACK == "lock_channel" and not _locks:
             _locks.append(open(_shared_file(), "rb"))  # held until the process ends, HOLD seconds from now
-            fcntl.flock(_locks[0], fcntl.LOCK_EX)
+            try:
+                fcntl.flock(_locks[0], fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                pass  # this process holds it already: the module was imported again for the next task
             time.sleep(HOLD * (3 if TASK == "gen" else 1))  # the VAE's decoder could start meanwhile
         if ATTACK == "weights_lookup":  # nearest stored image
             dist = torch.cdist(torch.from_numpy(x).float(), self.bank.float())
