@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> None:
     lines = ["| stage (one thread) | VAE task, s | conditional task, s |", "|---|---|---|"]
     for key in tasks["vae"]:
         lines.append(f"| {key} | {tasks['vae'][key]:.2f} | {tasks['gen'][key]:.2f} |")
-    lines.append(f"| start Python and import torch, per process (4 today: an encoder and a decoder per task) | "
+    lines.append(f"| start Python and import torch, per process (two per submission: an encoder, a decoder) | "
                  f"{start_s:.2f} | {start_s:.2f} |")
     sandboxed = start.get("sandboxed_wall_s", float("nan"))
     floor_s = result["floor_s"]
