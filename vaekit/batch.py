@@ -143,12 +143,10 @@ class JudgePlugin(WorkerPlugin):
 
 
 def _grade_on_worker(staged: Staged, tasks: list[str], settings: GradeSettings
-                     ) -> tuple[dict[str, dict[str, Any]], dict[str, bytes], str]:
+                     ) -> tuple[dict[str, dict[str, Any]], dict[str, bytes]]:
     from distributed import get_worker
 
-    worker = get_worker()
-    results, files = grade_staged(worker.plugins[PLUGIN].judge(), staged, tasks, settings)
-    return results, files, worker.address
+    return grade_staged(get_worker().plugins[PLUGIN].judge(), staged, tasks, settings)
 
 
 def _isolation_of_worker(mode: str) -> str | None:
@@ -200,7 +198,6 @@ class Outcome:
     name: str
     results: dict[str, dict[str, Any]]
     final: bool  # a verdict on the submission (graded, or its own error), kept for a resumed batch
-    where: str = "here"
 
 
 class Progress:
@@ -265,7 +262,7 @@ def run_batch(entries: list[Path], out: Path, tasks: list[str], settings: GradeS
               grade: Callable[[Staged], Any], slots: int, regrade: bool = False, budget: float | None = None,
               cluster_errors: tuple[type[BaseException], ...] = ()) -> tuple[list[Outcome], int]:
     """Grade ``entries`` (resuming unless ``regrade``); returns (one outcome per entry, in order; how many were
-    graded now). ``grade(staged)`` returns a future of ``(results, files, where)``; at most ``slots`` are in flight
+    graded now). ``grade(staged)`` returns a future of ``(results, files)``; at most ``slots`` are in flight
     (a submission is staged, in memory, only when a slot frees). ``key_of(sha256)`` is a submission's key."""
     outcomes: dict[str, Outcome] = {}
     todo: list[Path] = []
@@ -311,9 +308,9 @@ def run_batch(entries: list[Path], out: Path, tasks: list[str], settings: GradeS
             for future in _completed(pending):
                 staged, key = pending.pop(future)
                 try:
-                    results, files, where = future.result()
+                    results, files = future.result()
                     final = not any(str(r.get("error") or "").startswith("grader error") for r in results.values())
-                    outcome = Outcome(staged.name, results, final, where)
+                    outcome = Outcome(staged.name, results, final)
                 except cluster_errors as e:
                     outcome, files = Outcome(staged.name, error_results(tasks, (
                         f"not graded: every worker that took this submission died ({type(e).__name__}); it may "
@@ -353,7 +350,7 @@ def local_grader(judge: Judge, tasks: list[str], settings: GradeSettings, jobs: 
     pool = ThreadPoolExecutor(jobs)
 
     def grade(staged: Staged) -> Any:
-        return pool.submit(lambda: (*grade_staged(judge, staged, tasks, settings), "here"))
+        return pool.submit(grade_staged, judge, staged, tasks, settings)
 
     return grade, pool
 
@@ -370,6 +367,3 @@ def dask_grader(client: Any, tasks: list[str], settings: GradeSettings) -> Calla
 def test_set_sha256(test_data: str | None) -> str:
     return dataset_sha256(load_test_data(test_data))
 
-
-__all__ = ["JudgePlugin", "Outcome", "Staged", "connect", "dask_grader", "grade_staged", "local_grader",
-           "prepare_cluster", "run_batch", "settings_key", "stage", "test_set_sha256"]

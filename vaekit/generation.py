@@ -1,9 +1,8 @@
 """Sampling and reconstruction through the ``submission.py`` contract — shared by training, grading and plots.
 
 Everything runs in ``eval()`` under ``torch.no_grad()`` with noise from a seeded ``torch.Generator``,
-in chunks of ``CHUNK`` images: memory stays flat whatever the sample count, and the chunk is the fastest
-measured for the default decoder on 2 CPU cores with ``fast_layout`` (medians of 5 interleaved runs of 10 000
-samples: 200 → 21 100/s, 250 → 20 800/s, 400 → 23 400/s, 500 → 23 600/s, 1000 → 23 300/s).
+in chunks of ``CHUNK`` images: memory stays flat whatever the sample count, and the chunk is the fastest the
+benchmark measured for the default decoder (docs/benchmark.md).
 """
 
 from __future__ import annotations
