@@ -199,3 +199,15 @@ def test_dry_run_means_the_same_everywhere(root, capsys):
                    "labs/classifier.py", "labs/cgan.py", "labs/latent_space.py", "labs/adain.py"):
         status, out, _ = run_main(root, script, "--help", capsys=capsys)
         assert status == 0 and " ".join(DRY_RUN_HELP.split()) in " ".join(out.split()), script
+
+
+def test_each_train_script_is_the_one_source_of_its_defaults():
+    import train_cond
+    import train_vae
+    from vaekit.trainer import SCRIPT_DEFAULTS, train_parser
+
+    for task, script in (("vae", train_vae), ("gen", train_cond)):
+        p = train_parser(task, script.__doc__, script.DEFAULTS)
+        assert {k: p.get_default(k) for k in SCRIPT_DEFAULTS} == {k: script.DEFAULTS[k] for k in SCRIPT_DEFAULTS}
+    with pytest.raises(ValueError, match="no default for epochs"):
+        train_parser("vae", "doc", {k: v for k, v in train_vae.DEFAULTS.items() if k != "epochs"})

@@ -31,27 +31,35 @@ TRAINING_KEYS = ("epochs", "lr", "batch_size", "var", "prior", "prior_shrink", "
                  "sharpen_weight", "sharpen_lr", "seed", "time_budget", "dry_run")
 
 
+SCRIPT_DEFAULTS = ("epochs", "latent_dim", "lr", "batch_size", "var", "prior_shrink", "sharpen_epochs",
+                   "sharpen_weight", "sharpen_lr")  # each script's own, at its top: their one source
+
+
 def train_parser(task: str, doc: str, defaults: dict[str, Any]) -> argparse.ArgumentParser:
-    """The train scripts' flags; ``defaults`` (the script's own, listed at its top) override the ones here."""
+    """The train scripts' flags; ``defaults`` (the script's own, listed at its top) give every flag of
+    ``SCRIPT_DEFAULTS`` its value, and may override the others'."""
+    missing = [k for k in SCRIPT_DEFAULTS if k not in defaults]
+    if missing:
+        raise ValueError(f"the train script gives no default for {', '.join(missing)}.")
     folder = TASKS[task].folder
     p = argparse.ArgumentParser(description=doc.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--epochs", type=int, default=10, help="passes over the 50 000 training images")
-    p.add_argument("--latent-dim", type=int, default=16, help="size of z (smaller earns the course's latent bonus)")
-    p.add_argument("--lr", type=float, default=2e-3, help="peak Adam learning rate (cosine-decayed to 0)")
-    p.add_argument("--batch-size", type=int, default=128, help="images per step")
-    p.add_argument("--var", type=float, default=0.01, help="passed to vae_loss(..., var=VAR), as the course's trainer "
+    p.add_argument("--epochs", type=int, help="passes over the 50 000 training images")
+    p.add_argument("--latent-dim", type=int, help="size of z (smaller earns the course's latent bonus)")
+    p.add_argument("--lr", type=float, help="peak Adam learning rate (cosine-decayed to 0)")
+    p.add_argument("--batch-size", type=int, help="images per step")
+    p.add_argument("--var", type=float, help="passed to vae_loss(..., var=VAR), as the course's trainer "
                    "does: σ_x² of the Gaussian likelihood, loss = KL + ||x-x̂||²/(2σ_x²)")
     p.add_argument("--prior", choices=["fitted", "standard"], default="fitted",
                    help="'fitted' fits the model's prior (one mixture, or one per digit for GenModel) to the codes "
                    "after training, where the model offers fit_prior; 'standard' keeps N(0, I)")
-    p.add_argument("--prior-shrink", type=float, default=1.0,
+    p.add_argument("--prior-shrink", type=float,
                    help="scale of the fitted prior's std (< 1 trades diversity for fidelity)")
-    p.add_argument("--sharpen-epochs", type=int, default=0,
+    p.add_argument("--sharpen-epochs", type=int,
                    help="epochs of adversarial decoder fine-tuning after the VAE (encoder and prior frozen; 0 = none)")
-    p.add_argument("--sharpen-weight", type=float, default=1.0,
+    p.add_argument("--sharpen-weight", type=float,
                    help="adversarial gradient at the decoded images, as a multiple of the reconstruction's")
-    p.add_argument("--sharpen-lr", type=float, default=5e-4, help="peak Adam learning rate of the fine-tuning")
+    p.add_argument("--sharpen-lr", type=float, help="peak Adam learning rate of the fine-tuning")
     p.add_argument("--time-budget", type=float, default=0.0,
                    help="stop the VAE after the epoch that passes this many seconds (0 = no limit)")
     p.add_argument("--resume", action="store_true",
