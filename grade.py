@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
                    "already graded with the same files and settings keeps its grade)")
     p.add_argument("--batch-budget", type=float, default=None, metavar="SECONDS",
                    help="wall-clock budget of the whole batch: a submission not started when it runs out gets an "
-                   "error row (rerun for those); none by default")
+                   "error row (rerun for those)")
     args = p.parse_args(argv)
     if (args.jobs < 1 or args.timeout <= 0 or args.memory_gb <= 0 or args.samples_per_label < 2
             or (args.batch_budget is not None and args.batch_budget <= 0)):
