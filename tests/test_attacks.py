@@ -107,7 +107,7 @@ print(json.dumps(out))
 """)
     assert seen["exists"] == [False] * 4  # no repo data, no grading classifier, no $HOME, no host /etc
     # /tmp is empty but for the way to the runtime, where the checkout itself lives under /tmp.
-    runtime = [p for p in sandbox._runtime_paths() if p.startswith("/tmp/")]
+    runtime = [dest for _, dest in sandbox._runtime_paths() if dest.startswith("/tmp/")]
     assert all(any(p.startswith(f"/tmp/{e}/") for p in runtime) for e in seen["tmp"]), seen["tmp"]
     assert seen["home"] == "/tmp" and seen["uid"] == 65534
     assert len(seen["pids"]) <= 3  # its own PID namespace: no grader process in sight

@@ -63,7 +63,8 @@ def parse_idx(raw: bytes, name: str = "IDX data") -> np.ndarray:
 def read_idx_file(path: Path, md5: str | None = None) -> np.ndarray:
     """Read an IDX file (``.gz`` or plain); check the md5 of its decompressed bytes if given."""
     if not path.exists():
-        raise DataError(f"{path} is missing. The four MNIST files ship in data/MNIST/raw/; restore them from git.")
+        raise DataError(f"{path} is missing. The four MNIST files ship in the checkout's data/MNIST/raw/: run from "
+                        "the checkout, or point $VAEKIT_DATA (or $VAEKIT_ROOT) at them.")
     try:
         raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
     except (OSError, EOFError) as e:

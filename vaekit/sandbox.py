@@ -211,14 +211,23 @@ def bwrap_binary() -> str | None:
         return shutil.which("bwrap")
 
 
-def _runtime_paths() -> list[str]:
-    """Folders the worker needs to import Python, torch and vaekit (read-only inside the sandbox)."""
+def _runtime_paths() -> list[tuple[str, str]]:
+    """(source, destination) folders the worker needs to import Python, torch and vaekit, read-only inside the
+    sandbox: each at its real path, and also at the path this process knows it by where a link leads there (a
+    symlinked venv: its ``bin/python`` must exist inside under the name the grader starts it by)."""
     paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, *site.getsitepackages(), str(PACKAGE_DIR)}
+    # Package folders reached some other way (a .pth line, PYTHONPATH): only *-packages folders, never the checkout
+    # or the working folder that sys.path also holds (they hold the test set).
+    paths |= {p for p in sys.path if p and os.path.basename(os.path.normpath(p)) in ("site-packages", "dist-packages")}
     if site.ENABLE_USER_SITE and os.path.isdir(site.getusersitepackages()):
         paths.add(site.getusersitepackages())
-    real = sorted({os.path.realpath(p) for p in paths if os.path.isdir(p)})
-    # Drop paths inside another one (binding the outer folder covers them).
-    return [p for p in real if not any(p != q and p.startswith(q + os.sep) for q in real)]
+    pairs = {(os.path.realpath(p), os.path.realpath(p)) for p in paths if os.path.isdir(p)}
+    pairs |= {(os.path.realpath(p), os.path.abspath(p)) for p in paths
+              if os.path.isdir(p) and os.path.abspath(p) != os.path.realpath(p)}
+    # Drop a folder bound inside another one from inside its source (binding the outer folder covers it).
+    covered = lambda src, dest, s, d: dest.startswith(d + os.sep) and src == s + dest[len(d):]  # noqa: E731
+    return sorted((src, dest) for src, dest in pairs
+                  if not any((s, d) != (src, dest) and covered(src, dest, s, d) for s, d in pairs))
 
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -315,7 +324,7 @@ class SandboxCommand:
         binds = [(top, top) for top in SYSTEM_DIRS if os.path.isdir(top) and not os.path.islink(top)]
         binds += [(p, p) for p in ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/localtime")
                   if os.path.exists(p)]
-        binds += [(p, p) for p in _runtime_paths()]
+        binds += _runtime_paths()
         binds.append((str(files_dir), SANDBOX_DIR))
         self.stage: Path | None = None
         joins = [f"echo $$ > {shlex.quote(f)}" for f in (cgroup.procs if cgroup else [])]
