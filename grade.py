@@ -64,7 +64,7 @@ def exit_status(results: list[dict]) -> int:
 
 
 def grade_batch(p: argparse.ArgumentParser, args: argparse.Namespace, settings: GradeSettings,
-                judge: Judge | None) -> int:
+                judge: Judge | None, hashes: tuple[str, str]) -> int:
     """Every zip or folder in ``--batch``, here or on the cluster at ``--scheduler``; resumes unless ``--regrade``."""
     batch = Path(args.batch)
     if not batch.is_dir():
@@ -73,7 +73,7 @@ def grade_batch(p: argparse.ArgumentParser, args: argparse.Namespace, settings: 
     entries = sorted(e for e in batch.iterdir() if e.is_dir() or e.suffix == ".zip")
     if not entries:
         p.error(f"--batch {batch} holds no .zip files or folders.")
-    key = settings_key(settings, args.tasks, *args.hashes)
+    key = settings_key(settings, args.tasks, *hashes)
     client, pool, errors = None, None, ()
     try:
         if judge is not None:
@@ -163,10 +163,9 @@ def main(argv: list[str] | None = None) -> int:
                   (test_set_sha256(args.test_data), load_classifier(args.classifier)[1]))
     except (DataError, CheckpointError, OSError, ValueError) as e:
         p.exit(2, f"grade.py: error: {e}\n")
-    args.hashes = hashes
 
     if args.batch:
-        return grade_batch(p, args, settings, judge)
+        return grade_batch(p, args, settings, judge, hashes)
 
     sub = Path(args.submission)
     if not sub.exists():

@@ -1,8 +1,8 @@
 """The batch benchmark: a class of real, varied submissions graded by ``grade.py --batch`` through one and two local
 workers and through a real Dask scheduler with two workers on localhost.
 
-    python bench/batch.py                # 8 submissions, 3 runs: writes bench/batch.{json,md} and the README's table
-    python bench/batch.py --copies 1     # 4 submissions
+    python -m bench.batch                # 8 submissions, 3 runs: writes bench/batch.{json,md} and the README's table
+    python -m bench.batch --copies 1     # 4 submissions
 
 The class: the kit's default models and the textbook MLP of ``bench/reference/mlp``, each as a folder and as a zip,
 ``--copies`` times (the copies differ by a comment in ``submission.py``, so each is its own hand-in with its own
@@ -26,12 +26,10 @@ import time
 import zipfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from bench.cluster import LocalDaskCluster  # noqa: E402
-from vaekit.readme import replace_block  # noqa: E402
-from vaekit.results import batch_grades  # noqa: E402
+from bench.cluster import LocalDaskCluster
+from vaekit.paths import ROOT
+from vaekit.readme import replace_block
+from vaekit.results import batch_grades
 
 SOURCES = {"default": ROOT, "mlp": ROOT / "bench" / "reference" / "mlp"}
 CLASSES = (300, 3000)  # class sizes the projection is given for

@@ -1,6 +1,6 @@
 """Where one submission's grading time goes: every stage of ``grade.py`` on the shipped models, timed alone.
 
-    python bench/profile_grading.py            # writes bench/profile.{json,md} and the table in docs/benchmark.md
+    python -m bench.profile_grading            # writes bench/profile.{json,md} and the table in docs/benchmark.md
 
 Each stage runs in this process on one thread (the grader's setting), on the full test set and the default sample
 count, so its time is the CPU time it costs wherever it runs; the faster scoring paths are timed beside the
@@ -26,19 +26,17 @@ import numpy as np
 import torch
 from skimage.metrics import structural_similarity
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from vaekit import course_inference, metrics  # noqa: E402
-from vaekit.checkpoint import load_checkpoint  # noqa: E402
-from vaekit.classifier import features_and_digits  # noqa: E402
-from vaekit.course import TASKS, load_model, load_submission  # noqa: E402
-from vaekit.generation import decode_codes, decode_noise, encode_means, fast_layout, sample_noise  # noqa: E402
-from vaekit.grading import GradeSettings  # noqa: E402
-from vaekit.judge import Judge  # noqa: E402
-from vaekit.readme import replace_block  # noqa: E402
-from vaekit.sandbox import SandboxCommand, probe_bubblewrap  # noqa: E402
-from vaekit.scoring import course_fields, flag, score_gen, score_vae, split_fields  # noqa: E402
+from vaekit import course_inference, metrics
+from vaekit.checkpoint import load_checkpoint
+from vaekit.classifier import features_and_digits
+from vaekit.course import TASKS, load_model, load_submission
+from vaekit.generation import decode_codes, decode_noise, encode_means, fast_layout, sample_noise
+from vaekit.grading import GradeSettings
+from vaekit.judge import Judge
+from vaekit.paths import ROOT
+from vaekit.readme import replace_block
+from vaekit.sandbox import SandboxCommand, probe_bubblewrap
+from vaekit.scoring import course_fields, flag, score_gen, score_vae, split_fields
 
 
 def timed(fn):

@@ -17,6 +17,7 @@ import zipfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -181,20 +182,22 @@ EXIT_GRACE_S = 10.0  # how long a process may take to exit after its last reply
 class StageClock:
     """Each task's share of a stage's time, from the worker's frames as they arrive: a task's clock runs from the
     end of the one before it (or the start of the stage) to its own reply; the worker is stopped when the task it
-    is on has used its budget."""
+    is on has used its budget. The replies are kept as they come (``replies``)."""
 
     def __init__(self, tasks: list[str], budgets: dict[str, float]):
         self.tasks, self.budgets = tasks, budgets
         self.since = time.monotonic()
         self.spent: dict[str, float] = {}
+        self.replies: dict[str, bytes] = {}
         self.reader = FrameReader(tasks)
 
     def deadline(self, chunks: list[bytes]) -> float:
-        for kind, task, _ in self.reader.feed(chunks):
+        for kind, task, payload in self.reader.feed(chunks):
             if kind == "done":
                 now = time.monotonic()
                 self.spent[task] = now - self.since
                 self.since = now
+                self.replies[task] = payload
         current = next((t for t in self.tasks if t not in self.spent), None)
         return self.since + (self.budgets[current] if current else EXIT_GRACE_S)
 
@@ -214,15 +217,14 @@ def run_stage(mode: str, first: Worker, start: Callable[[list[str]], Worker], re
         clock = StageClock(remaining, budgets)
         run = worker.run(request(remaining), clock.deadline)
         clock.deadline(worker.out)  # the frames that came after the last look
-        frames = {task: payload for kind, task, payload in FrameReader(remaining).feed([run.stdout]) if kind == "done"}
         for i, task in enumerate(remaining):
             spent[task] = clock.spent.get(task, time.monotonic() - clock.since)
-            if task not in frames:
+            if task not in clock.replies:
                 errors[task] = stage_failure(run, what, timeout)
                 remaining = remaining[i + 1:]
                 break
             try:
-                replies[task] = task_reply(frames[task], what)
+                replies[task] = task_reply(clock.replies[task], what)
             except SubmissionError as e:
                 errors[task] = str(e)
         else:
@@ -263,10 +265,8 @@ def grade_tasks(judge: Judge, root: Path, tasks: list[str], work: Path, settings
         workers = {"encode": worker("encode", ok)}
         try:
             workers["decode"] = worker("decode", ok)
-            started = {"encode": lambda names: worker("encode", names),
-                       "decode": lambda names: worker("decode", names)}
             budgets = {t: settings.timeout for t in ok}
-            enc, enc_errors, spent = run_stage("encode", workers["encode"], started["encode"],
+            enc, enc_errors, spent = run_stage("encode", workers["encode"], partial(worker, "encode"),
                                                lambda names: stage_request(names, x=judge.test_u8, y=judge.test_y),
                                                ok, budgets, settings.timeout)
             errors.update(enc_errors)
@@ -283,8 +283,8 @@ def grade_tasks(judge: Judge, root: Path, tasks: list[str], work: Path, settings
             if todo:  # the encoder has exited (run_stage waits for it): only now does any decoder get input
                 left = {t: max(1.0, settings.timeout - spent[t]) for t in todo}
                 codes = lambda names: stage_request(names, y=judge.test_y, **{f"{t}.mu": mus[t] for t in names})  # noqa: E731
-                dec, dec_errors, spent = run_stage("decode", workers["decode"], started["decode"], codes, todo, left,
-                                                   settings.timeout)
+                dec, dec_errors, spent = run_stage("decode", workers["decode"], partial(worker, "decode"), codes, todo,
+                                                   left, settings.timeout)
                 errors.update(dec_errors)
                 for t in todo:
                     timing[t]["decode_s"] = round(spent[t], 2)
