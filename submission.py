@@ -1,17 +1,14 @@
-"""Models and losses for the MNIST VAE coursework — the only file you edit.
+"""Models and loss for the MNIST VAE coursework: the only file you edit.
 
-The course's harness calls this file only so (and so does our ``grade.py``'s course replay):
+The course calls this file in four ways, and only these:
 
-* ``VAE(latent_dim=d)`` / ``GenModel(latent_dim=d)``: built from ``latent_dim`` alone, so every other
-  constructor default must match the saved weights.
-* ``model(images, labels) -> (recon_x, mu, log_var)``: images float ``[B,1,28,28]`` in [0, 1], labels int ``[B]``.
-* ``model.decode(z, labels)``: ``z = torch.randn(1, d)`` and a 0-dim label ``torch.tensor(c)``; images in [0, 1].
-* ``loss = vae_loss(recon_x, x, mu, log_var, var=var); loss.backward()``: one scalar tensor.
+    model = VAE(latent_dim=d)            # or GenModel(latent_dim=d); every other size is a default
+    recon_x, mu, log_var = model(images, labels)   # float [B,1,28,28] in [0, 1], int64 [B]
+    loss = vae_loss(recon_x, images, mu, log_var, var=var); loss.backward()   # one scalar tensor
+    image = model.decode(torch.randn(1, d), torch.tensor(c)).view(28, 28)     # in [0, 1]
 
-Reading order: ``VAE``, ``GenModel``, their networks, the loss. The kit's extras (a prior fitted to the codes
-after training, so ``decode`` of N(0, I) noise lands where the decoder was trained; adversarial sharpening;
-the named loss terms it logs) sit after them and in the titled sections at the end of the file.
-This file imports only torch: the course grader receives it alone, without our package.
+It imports only torch: the course's grader receives it alone. The titled sections after the loss are the
+kit's optional extras (named loss terms to log, a prior fitted after training); the course never calls them.
 """
 
 from __future__ import annotations
@@ -25,127 +22,81 @@ from torch import nn
 NUM_CLASSES = 10
 
 
-def as_images(x: torch.Tensor) -> torch.Tensor:
-    """Accept ``[B,28,28]``, ``[B,1,28,28]`` or ``[B,784]``; return float ``[B,1,28,28]``."""
-    if x.dim() == 0 or x.numel() % 784 != 0 or x.shape[-1] not in (28, 784):
-        raise ValueError(f"expected images shaped [B,28,28], [B,1,28,28] or [B,784]; got {tuple(x.shape)}.")
-    return x.float().reshape(-1, 1, 28, 28)
-
-
-def as_labels(label: torch.Tensor | int, batch: int, device: torch.device) -> torch.Tensor:
-    """Int labels ``[B]``; a 0-dim tensor or a Python int is repeated for the whole batch."""
-    label = torch.as_tensor(label, device=device).long()
-    if label.dim() == 0:
-        label = label.expand(batch)
-    label = label.reshape(-1)
-    if label.numel() != batch:
-        raise ValueError(f"got {label.numel()} labels for a batch of {batch}.")
-    if label.numel() and (label.min() < 0 or label.max() >= NUM_CLASSES):
-        raise ValueError(f"labels must be digits 0-{NUM_CLASSES - 1}.")
-    return label
-
-
 class VAE(nn.Module):
-    """Unconditional convolutional VAE (Kingma & Welling, 2014).
+    """Convolutional VAE (Kingma & Welling, 2014), trained against the prior N(0, I).
 
-    Trained against N(0, I); afterwards a mixture of ``components`` Gaussians is fitted to the training codes
-    (``fit_prior``) and ``decode`` maps standard-normal noise through it, so ``decode(torch.randn(n, d))``
-    samples where the decoder was trained (one Gaussian leaves holes between the digits' clusters).
-    ``encode`` returns codes in the same noise coordinates.
+    After training, the kit's trainer replaces N(0, I) by a mixture of ``components`` Gaussians fitted to the
+    training codes (``fit_prior``); ``decode`` maps standard-normal noise through it, so the course's
+    ``decode(torch.randn(1, d))`` samples where the decoder was trained instead of the holes between digits.
     """
+
+    num_labels = 0  # the one-hot label width the networks take: none here, 10 for GenModel
 
     def __init__(self, latent_dim: int = 16, *, channels: int = 32, hidden: int = 256, components: int = 400):
         super().__init__()
         self.latent_dim = latent_dim
-        self.encoder = ConvEncoder(latent_dim, channels, hidden)
-        self.decoder = ConvDecoder(latent_dim, channels, hidden)
-        self.prior = FittedPrior(1, latent_dim, components)
+        self.encoder = ConvEncoder(latent_dim, channels, hidden, self.num_labels)
+        self.decoder = ConvDecoder(latent_dim, channels, hidden, self.num_labels)
+        self.prior = FittedPrior(max(self.num_labels, 1), latent_dim, components)
 
-    def _group(self, n: int, device: torch.device) -> torch.Tensor:
-        return torch.zeros(n, dtype=torch.long, device=device)
-
-    def encode(self, x: torch.Tensor, labels=None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Images -> (mu, logvar) in noise coordinates, each ``[B, latent_dim]``. ``labels`` are ignored."""
-        mu, logvar = self.encode_latent(x)
-        return self.prior.to_noise(mu, logvar, self._group(len(mu), mu.device))
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None):
+        """Images -> (recon ``[B,1,28,28]``, mu, log_var), mu and log_var of q(z|x) ``[B, latent_dim]``."""
+        mu, logvar = self.encode_latent(x, labels)
+        return self.decode_latent(self.reparameterize(mu, logvar), labels), mu, logvar
 
     def reparameterize(self, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-        """z = mu + sigma * eps while training; the mean in eval mode so reconstructions are deterministic."""
+        """z = mu + sigma * eps while training; the mean in eval mode, so reconstructions are deterministic."""
         if not self.training:
             return mu
         return mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
 
     def decode(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """Noise ``z ~ N(0, I)`` ``[B, latent_dim]`` -> images ``[B,1,28,28]`` in [0, 1]. ``labels`` are ignored."""
+        """Noise ``z ~ N(0, I)`` ``[B, latent_dim]`` -> images ``[B,1,28,28]`` in [0, 1], through the prior."""
         z = z.reshape(-1, self.latent_dim).float()
-        return self.decode_latent(self.prior.to_latent(z, self._group(len(z), z.device)))
+        return self.decode_latent(self.prior.to_latent(z, self.group(labels, len(z), z.device)), labels)
 
-    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None):
-        """Images -> (recon ``[B,1,28,28]``, mu, logvar), mu/logvar of q(z|x) in z coordinates."""
-        mu, logvar = self.encode_latent(x)
-        return self.decode_latent(self.reparameterize(mu, logvar)), mu, logvar
+    def encode(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images -> (mu, log_var) in ``decode``'s noise coordinates: ``decode(encode(x)[0])`` reconstructs x."""
+        mu, logvar = self.encode_latent(x, labels)
+        return self.prior.to_noise(mu, logvar, self.group(labels, len(mu), mu.device))
 
-    # -- trainer only: the decoder's own z coordinates (trained against N(0, I)) and the prior fit ----
-    def encode_latent(self, x: torch.Tensor, labels=None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Images -> (mu, logvar) of q(z|x), each ``[B, latent_dim]``. ``labels`` are ignored."""
-        return self.encoder(as_images(x))
+    # -- the kit's trainer API (optional: see vaekit.contract.KitModel) ---------------------------------------
+    def encode_latent(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images -> (mu, log_var) of q(z|x) in the decoder's own z coordinates: ``forward``'s first half."""
+        x = as_images(x)
+        return self.encoder(x, self.onehot(labels, len(x), x.device))
 
-    def decode_latent(self, z: torch.Tensor, labels=None) -> torch.Tensor:
-        """z in the decoder's own coordinates ``[B, latent_dim]`` -> images ``[B,1,28,28]``."""
-        return self.decoder(z.reshape(-1, self.latent_dim).float())
+    def decode_latent(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """z in the decoder's own coordinates ``[B, latent_dim]`` -> images: ``forward``'s second half."""
+        z = z.reshape(-1, self.latent_dim).float()
+        return self.decoder(z, self.onehot(labels, len(z), z.device))
 
-    def fit_prior(self, mu: torch.Tensor, logvar: torch.Tensor, labels=None, **options: float) -> None:
-        """Fit the prior to training codes from ``encode_latent``; ``options``: see ``FittedPrior.fit``."""
-        self.prior.fit(mu, logvar, self._group(len(mu), mu.device), **options)
+    def fit_prior(self, mu: torch.Tensor, logvar: torch.Tensor, labels: torch.Tensor | None = None,
+                  **options: float) -> None:
+        """Fit the prior to the training codes from ``encode_latent``; ``options``: see ``FittedPrior.fit``."""
+        self.prior.fit(mu, logvar, self.group(labels, len(mu), mu.device), **options)
+
+    def group(self, labels, n: int, device: torch.device) -> torch.Tensor:
+        """Which of the prior's mixtures each of ``n`` codes belongs to: one for the VAE, one per digit."""
+        if not self.num_labels:
+            return torch.zeros(n, dtype=torch.long, device=device)
+        if labels is None:
+            raise ValueError(f"{type(self).__name__} is conditional: pass each image's digit label.")
+        return as_labels(labels, n, device)
+
+    def onehot(self, labels, n: int, device: torch.device) -> torch.Tensor | None:
+        """The networks' label input ``[n, num_labels]`` (None for the unconditional VAE)."""
+        return F.one_hot(self.group(labels, n, device), self.num_labels).float() if self.num_labels else None
 
 
 class GenModel(VAE):
-    """Conditional VAE: label-aware encoder and decoder, plus a fitted Gaussian-mixture prior per digit.
+    """Conditional VAE: the digit's one-hot label enters the encoder and the decoder, and the prior is one
+    fitted mixture per digit, so ``decode(torch.randn(1, d), torch.tensor(7))`` draws a 7."""
 
-    ``decode(eps, y)`` maps standard-normal noise through digit y's prior; ``encode(x, y)`` returns codes
-    in those noise coordinates, so ``decode(encode(x, y)[0], y)`` reconstructs x.
-    """
+    num_labels = NUM_CLASSES
 
     def __init__(self, latent_dim: int = 16, *, channels: int = 32, hidden: int = 256, components: int = 30):
-        nn.Module.__init__(self)
-        self.latent_dim = latent_dim
-        self.encoder = ConvEncoder(latent_dim, channels, hidden, NUM_CLASSES)
-        self.decoder = ConvDecoder(latent_dim, channels, hidden, NUM_CLASSES)
-        self.prior = FittedPrior(NUM_CLASSES, latent_dim, components)
-
-    def _onehot(self, labels, batch: int, device: torch.device) -> torch.Tensor:
-        return F.one_hot(as_labels(labels, batch, device), NUM_CLASSES).float()
-
-    def encode(self, x: torch.Tensor, labels) -> tuple[torch.Tensor, torch.Tensor]:
-        """Images, labels -> (mu, logvar) in noise coordinates, each ``[B, latent_dim]``."""
-        mu, logvar = self.encode_latent(x, labels)
-        return self.prior.to_noise(mu, logvar, as_labels(labels, len(mu), mu.device))
-
-    def decode(self, z: torch.Tensor, labels) -> torch.Tensor:
-        """Noise ``z ~ N(0, I)`` ``[B, latent_dim]`` and labels (``[B]`` or 0-dim) -> images ``[B,1,28,28]``."""
-        z = z.reshape(-1, self.latent_dim).float()
-        y = as_labels(labels, z.shape[0], z.device)
-        return self.decode_latent(self.prior.to_latent(z, y), y)
-
-    def forward(self, x: torch.Tensor, labels):
-        """Images, labels -> (recon ``[B,1,28,28]``, mu, logvar), mu/logvar of q(z|x,y) in z coordinates."""
-        mu, logvar = self.encode_latent(x, labels)
-        return self.decode_latent(self.reparameterize(mu, logvar), labels), mu, logvar
-
-    # -- trainer only ---------------------------------------------------------------------------------
-    def encode_latent(self, x: torch.Tensor, labels) -> tuple[torch.Tensor, torch.Tensor]:
-        """Images, labels -> (mu, logvar) of q(z|x,y) in the decoder's own z coordinates."""
-        x = as_images(x)
-        return self.encoder(x, self._onehot(labels, x.shape[0], x.device))
-
-    def decode_latent(self, z: torch.Tensor, labels) -> torch.Tensor:
-        """z in the decoder's own coordinates and labels -> images ``[B,1,28,28]``."""
-        z = z.reshape(-1, self.latent_dim).float()
-        return self.decoder(z, self._onehot(labels, z.shape[0], z.device))
-
-    def fit_prior(self, mu: torch.Tensor, logvar: torch.Tensor, labels: torch.Tensor, **options: float) -> None:
-        """Fit digit c's mixture to the training codes of digit c; ``options``: see ``FittedPrior.fit``."""
-        self.prior.fit(mu, logvar, labels, **options)
+        super().__init__(latent_dim, channels=channels, hidden=hidden, components=components)
 
 
 class ConvEncoder(nn.Module):
@@ -190,17 +141,28 @@ class ConvDecoder(nn.Module):
     def forward(self, z: torch.Tensor, onehot: torch.Tensor | None = None) -> torch.Tensor:
         if onehot is not None:
             z = torch.cat([z, onehot], dim=1)
-        h = self.fc(z).view(-1, 2 * self.c, 7, 7)
-        if not (self.training or torch.is_grad_enabled()):
-            return decode_layers_fast(self.deconv, h)  # the same map, faster: see the last section
-        return torch.sigmoid(self.deconv(h))
+        return torch.sigmoid(self.deconv(self.fc(z).view(-1, 2 * self.c, 7, 7)))
 
 
 def vae_loss(recon_x: torch.Tensor, x: torch.Tensor, mu: torch.Tensor, log_var: torch.Tensor,
              var: float = 0.01) -> torch.Tensor:
-    """Negative ELBO ``KL(q(z|x) || N(0,I)) + ||x - recon_x||² / (2·var)``: one scalar tensor, summed over
-    pixels and latent dims, averaged over the batch. The course's trainer calls ``.backward()`` on it."""
-    return vae_loss_terms(recon_x, x, mu, log_var, var)["loss"]
+    """The negative ELBO, one scalar tensor: ``reconstruction_term + kl_term``."""
+    return reconstruction_term(recon_x, x, var) + kl_term(mu, log_var)
+
+
+def reconstruction_term(recon_x: torch.Tensor, x: torch.Tensor, var: float = 0.01) -> torch.Tensor:
+    """-log p(x|z) of a Gaussian likelihood with variance ``var``, constants dropped: ``||x - recon_x||² / (2·var)``
+    summed over pixels, averaged over the batch."""
+    recon_x, x = as_images(recon_x), as_images(x)
+    if var <= 0:
+        raise ValueError(f"var must be positive, got {var}.")
+    return (recon_x - x).pow(2).sum() / (2 * var) / x.shape[0]
+
+
+def kl_term(mu: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
+    """KL(q(z|x) || N(0, I)) in closed form, ``-½ Σ (1 + log_var - mu² - exp(log_var))`` (Kingma & Welling, 2014,
+    App. B), summed over latent dims, averaged over the batch."""
+    return -0.5 * torch.sum(1 + log_var - mu.pow(2) - log_var.exp()) / mu.shape[0]
 
 
 def gaussian_kl(mu1: float, var1: float, mu2: float, var2: float) -> float:
@@ -208,32 +170,23 @@ def gaussian_kl(mu1: float, var1: float, mu2: float, var2: float) -> float:
     return 0.5 * (math.log(var2 / var1) + (var1 + (mu1 - mu2) ** 2) / var2 - 1)
 
 
-# ===================================================================================================
-# Trainer only: the loss's named terms, which the kit's trainer logs (``vae_loss`` is their sum).
-# ===================================================================================================
+# =================================================================================================================
+# The kit's extras: the named loss terms its trainer logs (``vae_loss`` is their sum).
+# =================================================================================================================
 
 
 def vae_loss_terms(recon_x: torch.Tensor, x: torch.Tensor, mu: torch.Tensor, log_var: torch.Tensor,
                    var: float = 0.01) -> dict[str, torch.Tensor]:
-    """``{"loss", "recon", "kl"}``, each a scalar summed over pixels / latent dims and averaged over the batch.
-
-    ``recon`` = ``||x - recon_x||² / (2·var)`` (a Gaussian likelihood with variance ``var``, constants dropped);
-    ``kl`` = ``-½ Σ (1 + log_var - mu² - exp(log_var))``, the closed form of Kingma & Welling (2014), App. B.
-    """
-    recon_x, x = as_images(recon_x), as_images(x)
-    if var <= 0:
-        raise ValueError(f"var must be positive, got {var}.")
-    batch = x.shape[0]
-    recon = (recon_x - x).pow(2).sum() / (2 * var) / batch
-    kl = -0.5 * torch.sum(1 + log_var - mu.pow(2) - log_var.exp()) / batch
+    """``{"loss", "recon", "kl"}``: ``vae_loss`` and its two terms."""
+    recon, kl = reconstruction_term(recon_x, x, var), kl_term(mu, log_var)
     return {"loss": recon + kl, "recon": recon, "kl": kl}
 
 
-# ===================================================================================================
-# Trainer only: the fitted prior. After training, ``fit_prior`` (called by the train scripts with the
-# codes from ``encode_latent``) replaces N(0, I) by a Gaussian mixture fitted to the training codes;
-# ``decode`` / ``encode`` map noise to and from it. Nothing above needs reading this to use the models.
-# ===================================================================================================
+# =================================================================================================================
+# The kit's extras: the fitted prior. After training, the train scripts call ``fit_prior`` with the codes from
+# ``encode_latent``; ``decode`` / ``encode`` then map noise to and from the fitted mixture. Nothing above needs
+# reading this to use the models.
+# =================================================================================================================
 
 
 class FittedPrior(nn.Module):
@@ -347,40 +300,26 @@ def kmeans(x: torch.Tensor, k: int, iters: int = 30, seed: int = 0) -> torch.Ten
     return assign
 
 
-# ===================================================================================================
-# Inference speed: how ``ConvDecoder`` decodes when nothing differentiates through it (eval mode, no grad).
-# The same map from the same weights, equal to float rounding; training never runs it.
-# ===================================================================================================
+# =================================================================================================================
+# Input helpers: the shapes the course's calls may pass.
+# =================================================================================================================
 
 
-@torch.no_grad()
-def decode_layers_fast(deconv: nn.Sequential, h: torch.Tensor) -> torch.Tensor:
-    """``torch.sigmoid(deconv(h))`` for ``ConvDecoder.deconv`` in eval mode, computed faster (1.4x per decode
-    on 2 CPU cores). Change the decoder's layers and change this too, or drop the call: it is only speed.
-
-    * The batch norm, an affine map in eval mode, is folded into the first transposed convolution's weights
-      and bias: one pass less over the decoder's largest activation.
-    * The last layer runs in its sub-pixel form (Shi et al., 2016): one 2×2 convolution to the four output
-      phases, interleaved. Its transposed form with one output channel is a slow case for oneDNN on CPU
-      (5.4 ms per 250 images here; this form 1.5 ms).
-    """
-    up, bn, _, last = deconv  # ConvTranspose2d(4, 2, 1), BatchNorm2d, ReLU, ConvTranspose2d(4, 2, 1)
-    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-    h = F.conv_transpose2d(h, up.weight * scale[None, :, None, None], (up.bias - bn.running_mean) * scale + bn.bias,
-                           stride=2, padding=1)
-    return torch.sigmoid_(subpixel_conv_transpose(torch.relu_(h), last.weight, last.bias))
+def as_images(x: torch.Tensor) -> torch.Tensor:
+    """Accept ``[B,28,28]``, ``[B,1,28,28]`` or ``[B,784]``; return float ``[B,1,28,28]``."""
+    if x.dim() == 0 or x.numel() % 784 != 0 or x.shape[-1] not in (28, 784):
+        raise ValueError(f"expected images shaped [B,28,28], [B,1,28,28] or [B,784]; got {tuple(x.shape)}.")
+    return x.float().reshape(-1, 1, 28, 28)
 
 
-def subpixel_conv_transpose(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """``F.conv_transpose2d(x, weight, bias, stride=2, padding=1)`` for a 4×4 kernel, as one 2×2 convolution to
-    the four output phases, interleaved. Output row 2i + a reads input rows (i-1+a, i+a) through kernel rows
-    (3, 1) for a = 0 and (2, 0) for a = 1; columns likewise."""
-    n, _, h, w = x.shape
-    c_in, c = weight.shape[:2]
-    taps = torch.tensor([[3, 1], [2, 0]], device=weight.device)
-    phases = weight[:, :, taps[:, None, :, None], taps[None, :, None, :]]  # [in, out, a, b, r, s]
-    phases = phases.permute(2, 3, 1, 0, 4, 5).reshape(4 * c, c_in, 2, 2)
-    y = F.conv2d(x, phases, bias.repeat(4), padding=1).view(n, 2, 2, c, h + 1, w + 1)
-    # Phase (a, b) of the 2×2 window with top-left input (i-1+a, j-1+b) is output pixel (2i + a, 2j + b).
-    rows = [torch.stack([y[:, a, b, :, a:a + h, b:b + w] for b in (0, 1)], -1) for a in (0, 1)]
-    return torch.stack(rows, 3).reshape(n, c, 2 * h, 2 * w)
+def as_labels(label: torch.Tensor | int, batch: int, device: torch.device) -> torch.Tensor:
+    """Int labels ``[B]``; a 0-dim tensor or a Python int is repeated for the whole batch."""
+    label = torch.as_tensor(label, device=device).long()
+    if label.dim() == 0:
+        label = label.expand(batch)
+    label = label.reshape(-1)
+    if label.numel() != batch:
+        raise ValueError(f"got {label.numel()} labels for a batch of {batch}.")
+    if label.numel() and (label.min() < 0 or label.max() >= NUM_CLASSES):
+        raise ValueError(f"labels must be digits 0-{NUM_CLASSES - 1}.")
+    return label

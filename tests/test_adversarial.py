@@ -82,9 +82,3 @@ def test_sharpen_changes_only_the_decoder(cls, conditional):
     assert changed and all(k.startswith("decoder.") for k in changed), changed
     assert res.epochs_run == 2 and "train_critic_loss" in res.history[-1] and "train_adv" in res.history[-1]
     assert all(p.requires_grad for p in model.parameters())  # the freeze is undone afterwards
-
-
-def test_sharpen_needs_the_kit_model_interface():
-    with pytest.raises(ValueError, match="needs model.encoder"):
-        sharpen_decoder(torch.nn.Linear(2, 2), S, _toy(8), _toy(8), conditional=False, epochs=1, weight=1.0,
-                        lr=1e-3, var=0.01, batch_size=4, seed=0, device=torch.device("cpu"))

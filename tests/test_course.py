@@ -208,7 +208,8 @@ def test_student_flow_with_a_template_submission(root, small_test, tmp_path):
                             "--latent-dim", "6", "--out", str(folder / task_folder)], cwd=root, capture_output=True,
                            text=True)
         assert r.returncode == 0, r.stderr[-2000:]
-        assert "prior: skipped" in r.stdout and "--sharpen-epochs: skipped" in r.stdout
+        assert "prior: skipped: needs" in r.stdout and "--sharpen-epochs: skipped: needs" in r.stdout
+        assert ".fit_prior" in r.stdout and "KitModel" in r.stdout
         hp = json.loads((folder / task_folder / "hyperparameters.txt").read_text())
         assert hp["latent_dim"] == 6 and hp["extras"]["prior"].startswith("skipped")
         for f in ("epoch.pth", "loss_curves.png", "samples.png", "reconstructions.png"):

@@ -70,11 +70,15 @@ def test_good_submission_gets_every_field_and_regrades_byte_identically(judge, g
      "vae", "submission.py has no nn.Module class torch"),
     (lambda d: patch_submission(d, "GenModel.decode = lambda self, z, label: torch.zeros(len(z), 1, 14, 14)"),
      "gen", r"expected \d+ images of 28x28 from decode, got shape \(\d+, 1, 14, 14\)"),
-    (lambda d: patch_submission(d, "_d = VAE.decode\n"
-                                   "VAE.decode = lambda self, z, label=None: _d(self, z) * float('nan')"),
+    (lambda d: patch_submission(d, "class VAE(VAE):\n"  # the VAE alone: GenModel keeps the original base class
+                                   "    def decode(self, z, label=None):\n"
+                                   "        return super().decode(z) * float('nan')"),
      "vae", "NaN or infinite"),
-    (lambda d: patch_submission(d, "VAE.encode_latent = lambda self, x, labels=None: (x.reshape(len(x), -1),) * 2\n"
-                                   "VAE.decode_latent = lambda self, z, labels=None: z.reshape(-1, 1, 28, 28)"),
+    (lambda d: patch_submission(d, "class VAE(VAE):\n"
+                                   "    def encode_latent(self, x, labels=None):\n"
+                                   "        return (x.reshape(len(x), -1),) * 2\n"
+                                   "    def decode_latent(self, z, labels=None):\n"
+                                   "        return z.reshape(-1, 1, 28, 28)"),
      "vae", "mu of width 784, but latent_dim is 4"),
 ])
 def test_broken_task_gets_clear_error_while_other_task_is_graded(judge, variant, tmp_path, breakage, task,
@@ -112,8 +116,9 @@ def test_exception_at_import_and_hang_and_memory_bomb(judge, variant, tmp_path):
 
 def test_a_task_that_kills_its_process_leaves_the_other_task_a_fresh_one(judge, variant, tmp_path):
     # One process serves both tasks per stage; the VAE's decoding (its course replay decodes too) ends it mid-task.
-    patch_submission(variant, "import os\n_d = VAE.decode_latent\n"
-                              "VAE.decode_latent = lambda self, z, labels=None: os._exit(9)")
+    patch_submission(variant, "import os\nclass VAE(VAE):\n"
+                              "    def decode_latent(self, z, labels=None):\n"
+                              "        os._exit(9)")
     res = grade(judge, variant, tmp_path / "out")
     assert "the submission's process died while" in res["vae"]["error"] and "(exit status 9)" in res["vae"]["error"]
     assert res["gen"]["error"] is None and res["gen"]["score"] > 0
@@ -123,15 +128,14 @@ def test_a_forged_reply_then_a_hang_is_stopped_at_the_task_budget(judge, variant
     """The VAE's encoder writes a made-up "the conditional task is done" frame to every file it may hold, then
     hangs: the forged frame ends the reading of that process, the hang is stopped at the VAE's budget, and the
     conditional task is graded by a fresh process."""
-    patch_submission(variant, "import os, time\n_f = VAE.forward\n"
-                              "def _forge(self, *a):\n"
-                              "    for fd in range(3, 12):\n"
-                              "        try:\n"
-                              "            os.write(fd, b'done gen 5\\nhello')\n"
-                              "        except OSError:\n"
-                              "            pass\n"
-                              "    time.sleep(600)\n"
-                              "VAE.forward = _forge")
+    patch_submission(variant, "import os, time\nclass VAE(VAE):\n"
+                              "    def forward(self, *a):\n"
+                              "        for fd in range(3, 12):\n"
+                              "            try:\n"
+                              "                os.write(fd, b'done gen 5\\nhello')\n"
+                              "            except OSError:\n"
+                              "                pass\n"
+                              "        time.sleep(600)")
     t = time.monotonic()
     res = grade(judge, variant, tmp_path / "out", settings=GradeSettings(per_label=30, timeout=12))
     assert res["vae"]["error"].startswith("timed out after 12 s while encoding"), res["vae"]["error"]

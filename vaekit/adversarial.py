@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .contract import SHARPEN_NEEDS, TERMS_FUNCTION
+from .contract import KitModel
 from .data import Split
 from .generation import model_device
 from .training import FitResult, fit, fused_kernel
@@ -60,8 +60,7 @@ class DecoderCritic:
     ``step`` decodes the batch's fakes once, with their graph: reconstructions of the real images (codes
     sampled from the frozen q(z|x)) and half as many prior samples; the discriminator learns on them detached,
     and the decoder's loss (``adversarial_loss``) then takes the same fakes from ``take_fakes``, so each step
-    decodes once. ``channels``: the discriminator's width; 16 sharpens as much as 32 did (VAE fid ratio 13.26
-    against 13.36, GenModel 4.64 against 4.65 on the same weights) in 30 % less time per step.
+    decodes once. ``channels``: the discriminator's width; 16 sharpened as much as 32 in less time per step.
     """
 
     def __init__(self, model: nn.Module, conditional: bool, *, channels: int = 16, lr: float = 4e-4,
@@ -77,7 +76,7 @@ class DecoderCritic:
     def labels(self, y: torch.Tensor) -> torch.Tensor | None:
         return y if self.conditional else None
 
-    def fakes(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def fakes(self, model: KitModel, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """(decoded ``[B + B/2, 1, 28, 28]``: reconstructions then prior samples, their labels, mu, logvar)."""
         mu, logvar = frozen_codes(model, x, y)
         z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if model.training else mu
@@ -87,12 +86,12 @@ class DecoderCritic:
         labels = torch.cat([y, half])
         return model.decode_latent(torch.cat([z, z_prior]), labels), labels, mu, logvar
 
-    def take_fakes(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def take_fakes(self, model: KitModel, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """The fakes ``step`` decoded for this batch (fresh ones outside training, e.g. in validation)."""
         fakes, self._fakes = self._fakes, None
         return fakes if fakes is not None and torch.is_grad_enabled() else self.fakes(model, x, y)
 
-    def step(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+    def step(self, model: KitModel, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         self._fakes = self.fakes(model, x, y)
         fake, labels = self._fakes[:2]
         real_score = self.disc(x, self.labels(y))
@@ -112,7 +111,7 @@ class DecoderCritic:
 
 
 @torch.no_grad()
-def frozen_codes(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def frozen_codes(model: KitModel, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """q(z|x) of the frozen encoder, always in eval mode (its batch-norm statistics stay as trained)."""
     model.encoder.eval()
     return model.encode_latent(x, y)
@@ -142,18 +141,14 @@ def adversarial_loss(sub: ModuleType, critic: DecoderCritic, *, weight: float, v
     return loss_fn
 
 
-def sharpen_decoder(model: nn.Module, sub: ModuleType, train: Split, valid: Split, *, conditional: bool,
+def sharpen_decoder(model: KitModel, sub: ModuleType, train: Split, valid: Split, *, conditional: bool,
                     epochs: int, weight: float, lr: float, var: float, batch_size: int,
                     seed: int, device: torch.device, **fit_kwargs) -> FitResult:
     """Fine-tune ``model``'s decoder adversarially with encoder and prior frozen; returns the run's record.
 
-    The model must expose ``SHARPEN_NEEDS`` (a fitted ``prior`` with ``to_latent`` among them) and the submission
-    ``vae_loss_terms``; the kit's ``VAE``, ``GenModel`` and ``submission.py`` do.
+    ``model`` is a ``KitModel`` with a fitted prior and ``sub`` defines ``vae_loss_terms``: the trainer runs this
+    only where ``contract.check``'s ``Extras`` say so.
     """
-    missing = [f"model.{n}" for n in SHARPEN_NEEDS if not hasattr(model, n)]
-    missing += [] if callable(getattr(sub, TERMS_FUNCTION, None)) else [f"submission.{TERMS_FUNCTION}"]
-    if missing:
-        raise ValueError(f"adversarial fine-tuning needs {', '.join(missing)}; this submission has none.")
     in_decoder = {id(p) for p in model.decoder.parameters()}
     frozen = [p for p in model.parameters() if p.requires_grad and id(p) not in in_decoder]
     for p in frozen:

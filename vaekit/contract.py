@@ -3,24 +3,65 @@
 The course calls a student's file in exactly four ways (``VAE(latent_dim=d)``, ``model(images, labels)``,
 ``vae_loss(...)`` then ``.backward()``, ``model.decode(torch.randn(1, d), torch.tensor(c))``). ``check``
 makes each call once on a few real images before anything is trained or packed, and says in one sentence
-which call failed and what the course expects. Everything else is an optional extra (``Extras``), detected
-once; the train scripts skip a missing one with one line saying so.
+which call failed and what the course expects. Everything else is the kit's optional API (``KitModel``),
+checked once (``Extras``); the train scripts skip an extra the model lacks with one line naming what it lacks.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from types import ModuleType
+from typing import Protocol, get_type_hints
 
 import torch
 from torch import nn
 
 from .course import TASKS, SubmissionError
 
-# The kit's extras: the model attributes / submission functions each one needs.
-PRIOR_NEEDS = ("encode_latent", "fit_prior")  # a prior fitted to the training codes after training
-SHARPEN_NEEDS = ("encoder", "decoder", "encode_latent", "decode_latent", "prior")  # adversarial decoder sharpening
 TERMS_FUNCTION = "vae_loss_terms"  # named loss terms to log (and sharpening's reconstruction term)
+
+
+class LatentPrior(Protocol):
+    def to_latent(self, eps: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
+        """Standard-normal noise ``[B, d]`` -> z in the decoder's coordinates, through group ``[B]``'s prior."""
+
+
+class KitModel(Protocol):
+    """The optional model API the kit's trainer uses beyond the course's four calls. The kit's ``VAE`` and
+    ``GenModel`` offer it; a model that lacks any of it trains and grades without the extras below.
+
+    * ``encode_latent`` / ``decode_latent``: ``forward``'s two halves, in the decoder's own z coordinates (those
+      it was trained in against N(0, I)); the grader's encoding and decoding processes use them too.
+    * ``fit_prior``: after training, fit ``prior`` to the training set's codes (``--prior fitted``).
+    * ``encoder``, ``decoder`` and ``prior.to_latent``: sharpening fine-tunes ``decoder`` with ``encoder``
+      frozen and decodes prior samples (it also needs the submission's ``vae_loss_terms``).
+    """
+
+    encoder: nn.Module
+    decoder: nn.Module
+    prior: LatentPrior
+
+    def encode_latent(self, x: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def decode_latent(self, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor: ...
+
+    def fit_prior(self, mu: torch.Tensor, logvar: torch.Tensor, labels: torch.Tensor | None,
+                  **options: float) -> None: ...
+
+
+def missing_members(obj: object, protocol: type = KitModel, prefix: str = "") -> tuple[str, ...]:
+    """The members of ``protocol`` that ``obj`` lacks (a method must be callable), nested protocols by dotted name:
+    ``("fit_prior", "prior.to_latent")``. Empty when ``obj`` offers all of it."""
+    hints = get_type_hints(protocol)
+    methods = [n for n, v in vars(protocol).items() if callable(v) and not n.startswith("_")]
+    missing: list[str] = []
+    for name in [*hints, *methods]:
+        value = getattr(obj, name, None)
+        if value is None or (name in methods and not callable(value)):
+            missing.append(prefix + name)
+        elif getattr(hints.get(name), "_is_protocol", False):
+            missing += missing_members(value, hints[name], f"{prefix}{name}.")
+    return tuple(missing)
 
 
 class ContractError(SubmissionError):
@@ -29,17 +70,25 @@ class ContractError(SubmissionError):
 
 @dataclass(frozen=True)
 class Extras:
-    """Which of the kit's optional extras a submission's model offers (and, for each missing one, what it lacks)."""
+    """What of the kit's optional API a submission offers, checked once (``check``) before training."""
 
-    prior: tuple[str, ...]  # missing names; empty = offered
-    sharpen: tuple[str, ...]
+    missing: tuple[str, ...]  # the ``KitModel`` members the model lacks; empty = it offers them all
     terms: bool  # the submission defines vae_loss_terms
 
     @classmethod
     def of(cls, sub: ModuleType, model: nn.Module) -> Extras:
-        missing = lambda names: tuple(n for n in names if not hasattr(model, n))  # noqa: E731
-        terms = callable(getattr(sub, TERMS_FUNCTION, None))
-        return cls(missing(PRIOR_NEEDS), missing(SHARPEN_NEEDS) + (() if terms else (TERMS_FUNCTION,)), terms)
+        return cls(missing_members(model), callable(getattr(sub, TERMS_FUNCTION, None)))
+
+    @property
+    def kit_model(self) -> bool:
+        return not self.missing
+
+    def lacking(self, class_name: str, *, terms: bool = False) -> str:
+        """What an extra needs and the submission lacks, by name: ``VAE.fit_prior, VAE.prior.to_latent``
+        (``terms``: with ``submission.vae_loss_terms`` too where that is missing)."""
+        parts = [f"{class_name}.{n}" for n in self.missing]
+        parts += [f"submission.{TERMS_FUNCTION}"] if terms and not self.terms else []
+        return ", ".join(parts)
 
 
 def model_class(sub: ModuleType, task: str) -> type:

@@ -11,6 +11,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .contract import missing_members
+
 CHUNK = 500
 
 
@@ -55,11 +57,11 @@ def decode_noise(model: nn.Module, z: torch.Tensor, labels: torch.Tensor, chunk:
 
 
 def split_path(model: nn.Module) -> tuple[str, str]:
-    """(how codes are taken, how they are decoded) for ``model``: the kit's ``encode_latent`` / ``decode_latent``
-    where the model has them (its ``decode`` maps noise through a fitted prior), else the course's own calls,
-    ``forward(x, labels)[1]`` and ``decode(z, labels)``, which every template hand-in supports."""
-    return ("encode_latent" if callable(getattr(model, "encode_latent", None)) else "forward",
-            "decode_latent" if callable(getattr(model, "decode_latent", None)) else "decode")
+    """(how codes are taken, how they are decoded) for ``model``: ``forward``'s own halves, ``encode_latent`` /
+    ``decode_latent``, where the model offers the kit's API (``contract.KitModel``: its ``decode`` maps noise
+    through a fitted prior); else the course's own calls, ``forward(x, labels)[1]`` and ``decode(z, labels)``,
+    which every template hand-in supports."""
+    return ("forward", "decode") if missing_members(model) else ("encode_latent", "decode_latent")
 
 
 @torch.no_grad()

@@ -4,7 +4,8 @@ and the run itself, from ``submission.py``'s classes to a finished course folder
 Any submission written to the course's template trains here: the model is built as the course builds it
 (``VAE(latent_dim=d)``), each step calls ``model(images, labels)`` and ``vae_loss(..., var=var)`` as the
 course's trainer does, and the kit's extras (fitted prior, sharpening, named loss terms) run only where the
-submission offers them (``vaekit.contract``), each skipped with one line otherwise.
+submission offers the kit's optional API (``vaekit.contract.KitModel``, checked once), each skipped with one line
+naming what it lacks otherwise.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from torch import nn
 
 from . import checkpoint, contract, plots
 from .adversarial import sharpen_decoder
-from .cli import add_run_flags, setup_run
+from .cli import HelpFormatter, add_run_flags, setup_run
 from .course import TASKS, SubmissionError, load_model, load_submission, write_course_folder
 from .generation import fast_layout, grid_labels, reconstruct, sample
 from .paths import ROOT
@@ -43,7 +44,7 @@ def train_parser(task: str, doc: str, defaults: dict[str, Any]) -> argparse.Argu
         raise ValueError(f"the train script gives no default for {', '.join(missing)}.")
     folder = TASKS[task].folder
     p = argparse.ArgumentParser(description=doc.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--epochs", type=int, help="passes over the 50 000 training images")
     p.add_argument("--latent-dim", type=int, help="size of z (smaller earns the course's latent bonus)")
     p.add_argument("--lr", type=float, help="peak Adam learning rate (cosine-decayed to 0)")
@@ -187,8 +188,9 @@ def _train(task: str, args: argparse.Namespace) -> Path:
     done: dict[str, str] = {}  # what happened to each extra, for hyperparameters.txt
     if args.prior == "standard":
         done["prior"] = "standard: N(0, I), as asked"
-    elif extras.prior:
-        done["prior"] = f"skipped: {spec.model_class} has no {', '.join(extras.prior)}; decode samples N(0, I)"
+    elif not extras.kit_model:
+        done["prior"] = (f"skipped: needs {extras.lacking(spec.model_class)} (vaekit.contract.KitModel), which this "
+                         "submission lacks; decode samples N(0, I)")
         print(f"prior: {done['prior']}.")
     else:
         fit_class_prior(model, run.train.x, run.train.y, args.prior_shrink)
@@ -199,8 +201,9 @@ def _train(task: str, args: argparse.Namespace) -> Path:
     sharpened: dict = {}
     if not args.sharpen_epochs:
         done["sharpen"] = "off (--sharpen-epochs 0)"
-    elif extras.sharpen or extras.prior:
-        done["sharpen"] = f"skipped: needs {', '.join(extras.sharpen or extras.prior)}, which this submission lacks"
+    elif not (extras.kit_model and extras.terms):
+        done["sharpen"] = (f"skipped: needs {extras.lacking(spec.model_class, terms=True)}, which this submission "
+                           "lacks")
         print(f"--sharpen-epochs: {done['sharpen']}.")
     elif args.prior == "standard":
         done["sharpen"] = "skipped: sharpening decodes samples through a fitted prior (--prior standard)"
