@@ -29,6 +29,7 @@ from pathlib import Path
 from vaekit.batch import connect, dask_grader, local_grader, prepare_cluster, run_batch, settings_key, test_set_sha256
 from vaekit.checkpoint import CheckpointError
 from vaekit.classifier import load_classifier
+from vaekit.cli import HelpFormatter
 from vaekit.course import TASKS, SubmissionError
 from vaekit.data import DataError
 from vaekit.gradepage import write_page
@@ -108,7 +109,7 @@ def grade_batch(p: argparse.ArgumentParser, args: argparse.Namespace, settings: 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--submission", default=".", help="a folder or a G<N>-FINAL.zip in the course layout")
     p.add_argument("--out", default=None, help="output folder (default: the submission folder itself, or "
                    "graded/<zip name> for a zip)")

@@ -23,6 +23,7 @@ import torch
 
 from vaekit import contract
 from vaekit.checkpoint import CheckpointError, file_sha256, read_hyperparameters
+from vaekit.cli import HelpFormatter
 from vaekit.course import HANDIN_FILES, TASKS, SubmissionError, load_submission
 from vaekit.outputs import write_atomic
 from vaekit.paths import ROOT
@@ -133,7 +134,7 @@ def pack(root: Path, group: int, out_dir: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--group", type=int, required=True, help="your group number N >= 0 (the zip is G<N>-FINAL.zip)")
     p.add_argument("--root", default=str(ROOT), help="project folder holding the files to pack")
     p.add_argument("--out", default=".", help="folder to write the zip into")

@@ -19,7 +19,7 @@ import torch
 from vaekit import checkpoint
 from vaekit.checkpoint import file_sha256
 from vaekit.classifier import ASSET, MnistClassifier, classifier_loss, load_classifier, random_affine
-from vaekit.cli import add_run_flags, setup_run
+from vaekit.cli import HelpFormatter, add_run_flags, setup_run
 from vaekit.data import Split
 from vaekit.paths import ROOT
 from vaekit.training import evaluate, fit
@@ -27,7 +27,7 @@ from vaekit.training import evaluate, fit
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--epochs", type=int, default=15, help="passes over the training images")
     p.add_argument("--lr", type=float, default=3e-3, help="peak Adam learning rate (cosine-decayed)")
     p.add_argument("--batch-size", type=int, default=128, help="images per step")

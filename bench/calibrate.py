@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 from vaekit import checkpoint
+from vaekit.cli import HelpFormatter
 from vaekit.course import TASKS, load_model
 from vaekit.data import load_mnist
 from vaekit.grading import GradeSettings, grade_submission
@@ -136,7 +137,7 @@ def markdown(rows: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--dry-run", action="store_true", help="500 test images and 50 samples per digit; writes "
                    "only under bench/runs/calibration_dry_run/")
     p.add_argument("--reference", default=str(BENCH / "reference" / "mlp"), help="the textbook submission folder")

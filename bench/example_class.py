@@ -16,6 +16,7 @@ from pathlib import Path
 
 from bench.browser import CHROMIUM, launch
 from bench.calibrate import cheat, degenerate
+from vaekit.cli import HelpFormatter
 from vaekit.paths import ROOT
 
 NAMES = ("G1-default", "G2-broken", "G3-label-permuted", "G4-pass-through")
@@ -39,7 +40,7 @@ def build(batch: Path, root: Path = ROOT) -> Path:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--chromium", default=CHROMIUM, help="the browser that takes the screenshot")
     p.add_argument("--out", default=str(ROOT / "docs" / "grade_page.png"), help="the screenshot")
     p.add_argument("--size", default="1700x900", help="the browser window, WIDTHxHEIGHT pixels")

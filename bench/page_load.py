@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from bench.browser import CHROMIUM, launch
+from vaekit.cli import HelpFormatter
 from vaekit.course import TASKS
 from vaekit.gradepage import write_page
 from vaekit.paths import ROOT
@@ -23,7 +24,7 @@ from vaekit.paths import ROOT
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("graded", help="one graded submission folder (with VAEwolabel/ and Genwithlabel/)")
     p.add_argument("--n", type=int, default=200, help="submissions on the page")
     p.add_argument("--chromium", default=CHROMIUM, help="the browser to measure in")

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from vaekit import checkpoint, metrics
+from vaekit.cli import HelpFormatter
 from vaekit.course import TASKS, load_model
 from vaekit.data import Split, load_mnist
 from vaekit.generation import fast_layout, quantize, reconstruct, sample
@@ -164,7 +165,7 @@ def markdown(rows: list[dict], machine: dict) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--dry-run", action="store_true", help="every script with --dry-run (a smoke test); writes only "
                    "under bench/runs/dry_run/ (or OUT)")
     p.add_argument("--out", default=None, help="results folder, with the trained models under OUT/runs (default: "

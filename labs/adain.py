@@ -38,7 +38,7 @@ from torch import nn
 from torchvision.utils import make_grid, save_image
 
 from vaekit import checkpoint
-from vaekit.cli import add_run_flags, setup_device
+from vaekit.cli import HelpFormatter, add_run_flags, setup_device
 from vaekit.data import Split
 from vaekit.paths import ROOT
 from vaekit.photos import CONTENT_PHOTOS, STYLE_PHOTOS, load_image_folder, random_crops, sample_photos
@@ -297,7 +297,7 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["stylize"]:
         p = argparse.ArgumentParser(prog="adain.py stylize", description=stylize.__doc__,
-                                    formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                    formatter_class=HelpFormatter)
         p.add_argument("--checkpoint", required=True, help="a decoder_*.pth written by training")
         p.add_argument("--content", required=True, nargs="+", help="content image file(s)")
         p.add_argument("--style", required=True, help="style image file")
@@ -311,7 +311,7 @@ def main(argv: list[str] | None = None) -> None:
         stylize(args)
         return
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--vgg", default="", metavar="PATH", help="the reference's vgg_normalised.pth (default: a randomly "
                    "initialised VGG-19, labelled as such in every output)")
     p.add_argument("--content-dir", default="", help="content images, searched recursively; a random tenth-of-a-run's "

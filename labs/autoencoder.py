@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vaekit import plots
-from vaekit.cli import add_run_flags, setup_run
+from vaekit.cli import HelpFormatter, add_run_flags, setup_run
 from vaekit.metrics import psnr
 from vaekit.paths import ROOT
 from vaekit.training import evaluate, fit
@@ -93,7 +93,7 @@ def scatter(ax, z: torch.Tensor, y: torch.Tensor, title: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--epochs", type=int, default=8, help="epochs for each of the three autoencoders")
     p.add_argument("--lr", type=float, default=1e-3, help="peak Adam learning rate")
     p.add_argument("--batch-size", type=int, default=256, help="images per step")

@@ -28,7 +28,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from vaekit import checkpoint
-from vaekit.cli import add_run_flags, setup_run
+from vaekit.cli import HelpFormatter, add_run_flags, setup_run
 from vaekit.course import load_submission, write_course_folder
 from vaekit.data import Split
 from vaekit.paths import ROOT
@@ -145,7 +145,7 @@ def inversion_loss(model: C.GenModel, x: torch.Tensor, y: torch.Tensor) -> dict[
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--loss", choices=["nsgan", "hinge", "wgan-gp"], default="nsgan",
                    help="non-saturating log-loss or hinge loss (both with a spectrally normalised "
                    "discriminator), or WGAN with gradient penalty")

@@ -22,7 +22,7 @@ from threadpoolctl import threadpool_limits
 from torch import nn
 
 from vaekit.classifier import classifier_loss
-from vaekit.cli import add_run_flags, setup_run
+from vaekit.cli import HelpFormatter, add_run_flags, setup_run
 from vaekit.paths import ROOT
 from vaekit.training import evaluate, fit
 
@@ -69,7 +69,7 @@ def activations(model: LeNet5, x: torch.Tensor) -> dict[str, torch.Tensor]:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--epochs", type=int, default=8, help="epochs per network")
     p.add_argument("--lr", type=float, default=2e-3, help="peak Adam learning rate")
     p.add_argument("--batch-size", type=int, default=128, help="images per step")
@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> None:
                     ("t-SNE", TSNE(n_components=2, init="pca", perplexity=min(30, len(a) // 4),
                                    max_iter=500, random_state=args.seed)))):
                 # torch and scikit-learn each bring an OpenMP runtime; left alone they spin against each
-                # other and t-SNE runs ~50x slower. One thread for scikit-learn avoids it.
+                # other and t-SNE slows to a crawl. One thread for scikit-learn avoids it.
                 with threadpool_limits(1):
                     xy = proj.fit_transform(a)
                 ax = axes[row, col]

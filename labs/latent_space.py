@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.utils import make_grid
 
-from vaekit.cli import DRY_RUN_IMAGES, DRY_RUN_STEPS, add_run_flags, setup_device
+from vaekit.cli import DRY_RUN_IMAGES, DRY_RUN_STEPS, HelpFormatter, add_run_flags, setup_device
 from vaekit.data import Split
 from vaekit.metrics import psnr
 from vaekit.paths import ROOT
@@ -212,7 +212,7 @@ def load_photos(args: argparse.Namespace) -> tuple[Split, Split, str]:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--data", default="", metavar="DIR", help="image folder (recursively; any size, resized and "
                    "centre-cropped to 64×64 RGB); default: crops of the sample photos shipped with the packages")
     p.add_argument("--train-images", type=int, default=6000, help="crops in the default training set")

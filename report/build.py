@@ -19,6 +19,7 @@ import matplotlib.pyplot as plt
 import torch
 
 from vaekit import checkpoint, plots
+from vaekit.cli import HelpFormatter
 from vaekit.course import load_model
 from vaekit.data import load_mnist
 from vaekit.paths import ROOT
@@ -159,7 +160,7 @@ def ceiling_figure(bench: dict, path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--results-dir", default=str(ROOT), help="folder holding VAEwolabel/, Genwithlabel/, "
                    "bench/results.json and report/results/*.json (must lie inside the project)")
     p.add_argument("--student", default=str(REPORT / "student.toml"),

@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from vaekit.checkpoint import read_hyperparameters
+from vaekit.cli import HelpFormatter
 from vaekit.paths import ROOT
 
 RUNS = ROOT / "report" / "runs"
@@ -213,7 +214,7 @@ EXPERIMENTS = {"q1": q1, "q2": q2, "gen": gen, "label-swap": label_swap}
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("experiment", choices=[*EXPERIMENTS, "all"], help="which experiment to run")
     p.add_argument("--epochs", type=int, default=2, help="training epochs per run (no sharpening)")
     p.add_argument("--seeds", type=int, default=3, help="seeds per setting (0, 1, ...)")

@@ -18,6 +18,17 @@ DRY_RUN_STEPS = 5
 DRY_RUN_HELP = f"{DRY_RUN_STEPS} steps on {DRY_RUN_IMAGES} images (a smoke test)"
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every script's ``--help``: each flag's default after its help, unless the help already states it or there
+    is none worth showing (None, False, an empty string)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        default = action.default
+        if "(default:" in (action.help or "") or default is None or default is False or default == "":
+            return action.help
+        return super()._get_help_string(action)
+
+
 def add_run_flags(parser: argparse.ArgumentParser, *, out_default: str | None, out_help: str = "output folder",
                   seed_help: str = "seed for weights and shuffling (same seed and device -> same weights)") -> None:
     """--seed --device --workers --out --dry-run."""

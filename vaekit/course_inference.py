@@ -101,7 +101,7 @@ def replay(sub: Any, task: str, latent_dim: int, state_dict: dict[str, torch.Ten
     and 2 threads, 1 pixel in 784 000 of a template model's samples lands on the other side of a uint8 boundary),
     so one fixed count makes the replay the same on every machine; run the course's harness with
     ``OMP_NUM_THREADS=1`` to compare to the last bit. One thread is also the fast way for 1000 single-image decodes
-    beside the grader's other processes (15 s instead of 2.6 s with two threads on two busy cores)."""
+    beside the grader's other processes: two threads on two busy cores wait on each other at every call."""
     threads = torch.get_num_threads()
     torch.set_num_threads(THREADS)
     try:

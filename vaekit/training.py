@@ -121,9 +121,8 @@ def fit(
     with ``requires_grad`` off stay frozen. ``keep="last"`` returns the last epoch's weights instead of the
     best on validation (an adversarial game's validation loss does not rank its epochs). ``fused`` uses
     PyTorch's fused Adam kernel on CPU and CUDA: the same update rule to float rounding, one kernel instead of a
-    loop over parameters (an isolated VAE step on 2 CPU cores: 44 → 39 ms; a whole ``train_vae.py`` epoch, where
-    data and logging also count: within 1 %). The train scripts use it; the labs and the bench's yardstick keep
-    the default loop, so their results stay as shipped.
+    loop over parameters. The train scripts use it; the labs and the bench's yardstick keep the default loop, so
+    their results stay as shipped.
     """
     if keep not in ("best", "last"):
         raise ValueError(f"keep must be 'best' or 'last', got {keep!r}.")
