@@ -16,7 +16,8 @@ def test_result_folders_hold_their_sources(root, copy, source):
 def test_each_generated_table_lives_in_one_page_and_is_rewritten_there(root, tmp_path):
     from vaekit.readme import pages, replace_block
 
-    for name in ("bench", "calibration"):  # bench/run.py and bench/calibrate.py rewrite these
+    # bench/run.py, bench/calibrate.py, bench/batch.py and bench/profile_grading.py rewrite these
+    for name in ("bench", "calibration", "batch", "batch-projection", "profile"):
         holders = [p.name for p in pages(root) if f"<!-- {name}:start -->" in p.read_text()]
         assert len(holders) == 1, (name, holders)
     (tmp_path / "docs").mkdir()
@@ -26,3 +27,15 @@ def test_each_generated_table_lives_in_one_page_and_is_rewritten_there(root, tmp
     assert (tmp_path / "docs" / "grading.md").read_text() == (
         "a\n<!-- calibration:start -->\nnew\n<!-- calibration:end -->\nb\n")
     assert not replace_block("bench", "x\n", root=tmp_path) and (tmp_path / "README.md").read_text() == "# kit\n"
+
+
+def test_the_batch_tables_are_the_latest_measurement(root):
+    """The README's batch table and docs/benchmark.md's projection are what bench/batch.py makes of batch.json."""
+    import json
+
+    from bench.batch import markdown
+
+    measured, projection = markdown(json.loads((root / "bench" / "batch.json").read_text()))
+    assert f"<!-- batch:start -->\n{measured}<!-- batch:end -->" in (root / "README.md").read_text()
+    assert (f"<!-- batch-projection:start -->\n{projection}<!-- batch-projection:end -->"
+            in (root / "docs" / "benchmark.md").read_text())
