@@ -1,5 +1,6 @@
 import runpy
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -62,6 +63,13 @@ student_id = "s1912"
 learned = "How a fitted prior decides sample quality."
 suggestions = "Grade conditional accuracy with a classifier."
 """
+
+
+def ctrl_c_reaches_python() -> None:
+    """``preexec_fn`` of a child a test interrupts with SIGINT, as a terminal's Ctrl-C would: a background job of a
+    non-interactive shell (how CI may run) starts with SIGINT ignored, and Python keeps an ignored SIGINT ignored,
+    so the child gets the default disposition back and Python's KeyboardInterrupt with it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def run_main(root, script: str, *argv: str, capsys=None) -> tuple[int, str, str]:

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import run_main
+from conftest import ctrl_c_reaches_python, run_main
 
 from bench.cluster import DASK, LocalDaskCluster
 from vaekit.results import batch_grades
@@ -68,7 +68,7 @@ def test_an_interrupted_batch_resumes_where_it_stopped(root, good, small_test, t
     for name in ("G1", "G2", "G3"):
         shutil.copytree(good, batch / name)
     proc = subprocess.Popen(batch_cmd(batch, out, small_test, "--tasks", "vae"), cwd=root, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=ctrl_c_reaches_python)
     deadline = time.monotonic() + 300
     while not (out / "G1" / ".grade_key").exists() and time.monotonic() < deadline:
         time.sleep(0.2)

@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from conftest import run_main
+from conftest import ctrl_c_reaches_python, run_main
 
 import submission as S
 from vaekit import checkpoint
@@ -171,14 +171,12 @@ def test_ctrl_c_leaves_a_resumable_state_and_tensorboard_logs(root, tmp_path):
 
     out, tb = tmp_path / "VAEwolabel", tmp_path / "tb"
     # 2 000 images per epoch, many epochs: interrupt after the first epoch's state is on disk.
-    # Python keeps SIGINT ignored when it starts ignored (a background job of a non-interactive shell, as CI may
-    # run this); a terminal's Ctrl-C meets the default handler, so the child puts it back first.
-    cmd = [sys.executable, "-c", "import signal; signal.signal(signal.SIGINT, signal.default_int_handler);"
-           "import sys, train_vae; from vaekit import data;"
+    cmd = [sys.executable, "-c", "import sys, train_vae; from vaekit import data;"
            "orig = data.load_mnist; data.load_mnist = lambda s, *a: orig(s, *a).subset(2000);"
            "import vaekit.cli as c; c.load_mnist = data.load_mnist;"
            f"train_vae.main(['--out', r'{out}', '--epochs', '50', '--tensorboard', r'{tb}', '--latent-dim', '4'])"]
-    proc = subprocess.Popen(cmd, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(cmd, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=ctrl_c_reaches_python)
     deadline = time.time() + 120
     while not (out / "train_state.pth").exists() and time.time() < deadline:
         time.sleep(0.2)
