@@ -24,7 +24,7 @@ import torch
 from vaekit import contract
 from vaekit.checkpoint import CheckpointError, file_sha256, read_hyperparameters
 from vaekit.cli import HelpFormatter
-from vaekit.course import HANDIN_FILES, TASKS, SubmissionError, load_submission
+from vaekit.course import HANDIN_FILES, TASKS, SubmissionError, load_submission, stale_reason
 from vaekit.outputs import write_atomic
 from vaekit.paths import ROOT
 from vaekit.student import StudentFileError, read_student, unfilled
@@ -51,6 +51,10 @@ def course_load_problems(root: Path) -> list[str]:
         folder = root / spec.folder
         if not ((folder / "epoch.pth").is_file() and (folder / "hyperparameters.txt").is_file()):
             continue  # reported as missing
+        stale = stale_reason(folder, spec.name, root / "submission.py")
+        if stale:  # trained from another file: retraining is the advice, not the arguments it records
+            found.append(stale)
+            continue
         try:
             latent_dim = read_hyperparameters(folder / "hyperparameters.txt")["latent_dim"]
             model = contract.build(sub, spec.name, latent_dim)

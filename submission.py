@@ -145,8 +145,9 @@ class ConvDecoder(nn.Module):
 
 
 def vae_loss(recon_x: torch.Tensor, x: torch.Tensor, mu: torch.Tensor, log_var: torch.Tensor,
-             var: float = 0.01) -> torch.Tensor:
-    """The negative ELBO, one scalar tensor: ``reconstruction_term + kl_term``."""
+             var: float) -> torch.Tensor:
+    """The negative ELBO, one scalar tensor: ``reconstruction_term + kl_term``. ``var`` has no default here: the
+    trainer passes the one each model is tuned for (a default written here would be used for both models)."""
     return reconstruction_term(recon_x, x, var) + kl_term(mu, log_var)
 
 

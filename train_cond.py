@@ -13,7 +13,7 @@ from vaekit.trainer import parse_train_args, train
 
 # Defaults for 2 CPU cores: conditional accuracy needs a sharp decoder (small var) and a prior fitted to its
 # codes (a mixture of 30 Gaussians per digit, the widest capped in volume), then a decoder sharpened adversarially.
-DEFAULTS = dict(
+DEFAULTS = dict(  # what the kit's own models are tuned for; any other model: vaekit.defaults
     epochs=12,  # passes over the 50 000 training images
     latent_dim=16,  # size of z; the course's bonus 1.2 - d/784 rewards small codes
     lr=2e-3,  # peak Adam learning rate, cosine-decayed to 0

@@ -12,7 +12,7 @@ from __future__ import annotations
 from vaekit.trainer import parse_train_args, train
 
 # Defaults for 2 CPU cores and the course score (10/10 needs sharp reconstructions at a small latent_dim).
-DEFAULTS = dict(
+DEFAULTS = dict(  # what the kit's own models are tuned for; any other model: vaekit.defaults
     epochs=5,  # passes over the 50 000 training images
     latent_dim=16,  # size of z; the course's bonus 1.2 - d/784 rewards small codes
     lr=2e-3,  # peak Adam learning rate, cosine-decayed to 0

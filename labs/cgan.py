@@ -196,7 +196,12 @@ def main(argv: list[str] | None = None) -> None:
     kwargs = checkpoint.constructor_kwargs(C.GenModel, {"latent_dim": args.latent_dim, "channels": args.channels})
     training = {k: v for k, v in vars(args).items() if k not in ("out", "device", "workers", "no_grade")}
     fixed = valid.subset(16)
+    # The width as the copy's default: the course builds GenModel(latent_dim=d) and loads the weights strictly.
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "submission.py").write_text(re.sub(r"^CHANNELS = \d+", f"CHANNELS = {args.channels}",
+                                              SUBMISSION.read_text(), count=1, flags=re.M))
     write_course_folder(folder, model, task="gen", model_kwargs=kwargs, seed=args.seed,
+                        submission=out / "submission.py",
                         history={"gan": history, "encoder": enc.history}, shown=(fixed.x, fixed.y),
                         title=f"conditional GAN ({args.loss})", checkpoint_meta={"epoch": len(history)},
                         hyperparameters={
@@ -204,9 +209,6 @@ def main(argv: list[str] | None = None) -> None:
                             "stopped_by": stopped_by, "gan_seconds": round(gan_s, 1), "wall_time_s": round(seconds, 1),
                             "encoder_valid": {k: round(v, 4) for k, v in enc.history[-1].items()
                                               if k.startswith("valid_")} if enc.history else {}})
-    # The width as the copy's default: the course builds GenModel(latent_dim=d) and loads the weights strictly.
-    (out / "submission.py").write_text(re.sub(r"^CHANNELS = \d+", f"CHANNELS = {args.channels}",
-                                              SUBMISSION.read_text(), count=1, flags=re.M))
     print(f"{len(history)} GAN epochs in {gan_s:.0f} s ({stopped_by}), {seconds:.0f} s in all. "
           f"Wrote {out}/submission.py and {folder}/epoch.pth, hyperparameters.txt, samples.png, reconstructions.png")
 

@@ -18,9 +18,10 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import torch
 
-from vaekit import checkpoint, plots
+from vaekit import checkpoint, contract, plots
+from vaekit.checkpoint import CheckpointError
 from vaekit.cli import HelpFormatter
-from vaekit.course import load_model
+from vaekit.course import TASKS, SubmissionError, load_model, load_submission, stale_reason
 from vaekit.data import load_mnist
 from vaekit.paths import ROOT
 from vaekit.student import StudentFileError, read_student, unfilled
@@ -31,13 +32,87 @@ REPORT = ROOT / "report"
 EXPERIMENTS = {"q1": "q1", "q2": "q2", "gen_experiment": "gen", "label_swap": "label_swap"}  # Typst key: file
 
 
+# -- the handed-in models, as they are ----------------------------------------------------------------------------
+
+
+def layer_rows(model: torch.nn.Module) -> list[dict]:
+    """Each module that holds parameters of its own: its name, kind (``Linear(784 -> 400)``) and parameter count."""
+    rows = []
+    for name, m in model.named_modules():
+        own = sum(p.numel() for p in m.parameters(recurse=False))
+        if own:
+            extra = m.extra_repr().split(", bias")[0].replace("in_features=", "").replace("out_features=", "")
+            rows.append({"name": name, "kind": f"{type(m).__name__}({extra})", "parameters": own})
+    return rows
+
+
 @torch.no_grad()
-def latent_map(vae, path: Path) -> None:
+def loss_kind(sub, model: torch.nn.Module, var: float) -> str:
+    """What the submission's ``vae_loss`` computes, recognised from its value on the model's own outputs for four
+    test images: a Gaussian likelihood (squared error over 2·var) or a Bernoulli one (binary cross-entropy), each
+    plus the KL term to N(0, I), averaged over the batch (or over images and pixels); else "its own loss"."""
+    test = load_mnist("test").subset(4)
+    try:
+        recon, mu, log_var = model(test.x, test.y)
+        value = float(sub.vae_loss(recon, test.x, mu, log_var, var=var))
+    except Exception:  # noqa: BLE001 - any failure of the student's code just means we cannot name the loss
+        return "its own loss"
+    recon = recon.reshape(test.x.shape).clamp(1e-6, 1 - 1e-6)
+    kl = float(-0.5 * torch.sum(1 + log_var - mu.pow(2) - log_var.exp()))
+    known = {
+        f"a Gaussian likelihood of variance {var:g}": float(((recon - test.x) ** 2).sum() / (2 * var)),
+        "a Bernoulli likelihood (binary cross-entropy)": float(torch.nn.functional.binary_cross_entropy(
+            recon, test.x, reduction="sum")),
+    }
+    for name, recon_term in known.items():
+        for reduce, label in ((4, "averaged over the batch"), (1, "summed over the batch"),
+                              (4 * 784, "averaged over images and pixels")):
+            if abs(value - (recon_term + kl) / reduce) <= 1e-3 * max(1.0, abs(value)):
+                return f"{name} plus the KL term to N(0, I), summed over pixels and latent dimensions and {label}"
+    return "its own loss (neither a Gaussian nor a Bernoulli likelihood plus the KL term)"
+
+
+def describe(folder: Path, sub, task: str) -> tuple[torch.nn.Module, dict]:
+    """The model of a course folder and what the report says of it: class, size, layers, loss, prior, extras."""
+    model, hp = load_model(folder, sub)
+    extras = contract.Extras.of(sub, model)
+    training = hp.get("training", {})
+    # What the trainer did with the extras ("extras"; a folder from before it was recorded: the kit's settings).
+    done = hp.get("extras") or ({"prior": training.get("prior"),
+                                 "sharpen": "run" if training.get("sharpen_epochs") else "off"}
+                                if extras.kit_model else {})
+    var = training.get("var", 0.5)
+    fitted = done.get("prior") == "fitted"
+    components = hp.get("model_kwargs", {}).get("components")
+    return model, {
+        "class": TASKS[task].model_class, "latent_dim": hp["model_kwargs"]["latent_dim"],
+        "parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "layers": layer_rows(model), "loss": loss_kind(sub, model, var), "var": var, "kit": extras.kit_model,
+        "prior": (f"a mixture of {components} Gaussians{' per digit' if task == 'gen' else ''} fitted to the "
+                  "training codes" if fitted else "the standard normal N(0, I)"),
+        "fitted_prior": fitted, "sharpened": done.get("sharpen") == "run",
+        "sample_check": hp.get("sample_check"),
+    }
+
+
+@torch.no_grad()
+def codes_and_decoder(model, kit: bool):
+    """(encode: images, labels -> codes, decode: codes, labels -> images) in the decoder's own coordinates: the kit's
+    ``encode_latent`` / ``decode_latent``, or for any model ``forward``'s ``mu`` and ``decode``."""
+    if kit:
+        return model.encode_latent, model.decode_latent
+    return (lambda x, y: model(x, y)[1]), (lambda z, y: model.decode(z, y).reshape(-1, 1, 28, 28))
+
+
+@torch.no_grad()
+def latent_map(vae, kit: bool, path: Path) -> None:
     """Test-set codes of the VAE projected to 2-D with PCA, coloured by digit."""
     from sklearn.decomposition import PCA
 
     test = load_mnist("test").subset(5000)
-    mu, _ = vae.encode_latent(test.x)
+    encode, _ = codes_and_decoder(vae, kit)
+    mu = encode(test.x, test.y)
+    mu = mu[0] if isinstance(mu, tuple) else mu
     xy = PCA(n_components=2, random_state=0).fit_transform(mu.numpy())
     fig, ax = plt.subplots(figsize=(5, 4.2))
     sc = ax.scatter(xy[:, 0], xy[:, 1], c=test.y.numpy(), cmap="tab10", s=3, alpha=0.7)
@@ -51,16 +126,19 @@ def latent_map(vae, path: Path) -> None:
 
 
 @torch.no_grad()
-def interpolation(vae, path: Path, steps: int = 10) -> None:
+def interpolation(vae, kit: bool, path: Path, steps: int = 10) -> None:
     """Rows: straight lines in the decoder's own z-space between the encoder means of test digits c and c+1
-    (``encode_latent`` / ``decode_latent``: the fitted prior's noise map is not involved)."""
+    (the kit's models: ``encode_latent`` / ``decode_latent``, so the fitted prior's noise map is not involved)."""
     test = load_mnist("test")
+    encode, decode = codes_and_decoder(vae, kit)
     first = [int((test.y == c).nonzero()[0]) for c in range(10)]
     rows = []
     for c in range(9):
-        mu, _ = vae.encode_latent(test.x[[first[c], first[c + 1]]])
+        idx = [first[c], first[c + 1]]
+        mu = encode(test.x[idx], test.y[idx])
+        mu = mu[0] if isinstance(mu, tuple) else mu
         t = torch.linspace(0, 1, steps).unsqueeze(1)
-        rows.append(vae.decode_latent((1 - t) * mu[0] + t * mu[1]))
+        rows.append(decode((1 - t) * mu[0] + t * mu[1], torch.zeros(steps, dtype=torch.long)))
     plots.save_grid(torch.cat(rows), path, nrow=steps)
 
 
@@ -102,7 +180,8 @@ def loss_figure(folders: dict[str, Path], path: Path) -> None:
         epochs = [h["epoch"] for h in vae]
         ax.plot(epochs, [h["valid_loss"] for h in vae], "o-", label="validation loss")
         ax.plot(epochs, [h["train_loss"] for h in vae], "o:", label="training loss")
-        ax.plot(epochs, [h["valid_kl"] for h in vae], "^-", label="validation KL term")
+        if all("valid_kl" in h for h in vae):  # logged where the submission names its terms (vae_loss_terms)
+            ax.plot(epochs, [h["valid_kl"] for h in vae], "^-", label="validation KL term")
         if sharp:
             more = [len(vae) + h["epoch"] for h in sharp]
             ax.axvspan(len(vae) + 0.5, more[-1] + 0.5, color="0.9")
@@ -191,12 +270,22 @@ def main(argv: list[str] | None = None) -> None:
         p.exit(1, f"report/build.py: {e}\n")
     todo = unfilled(student)
 
+    # The report describes the models in the zip: the submission.py beside the folders, as it built them.
+    source = base / "submission.py" if (base / "submission.py").is_file() else ROOT / "submission.py"
+    stale = [r for t in TASKS.values() if (r := stale_reason(base / t.folder, t.name, source))]
+    if stale:
+        p.exit(1, "report/build.py: " + " ".join(stale) + " The report describes the model in the zip.\n")
+    try:
+        sub = load_submission(source)
+        (vae, vae_info), (_, gen_info) = (describe(base / t.folder, sub, t.name) for t in TASKS.values())
+    except (SubmissionError, CheckpointError) as e:
+        p.exit(1, f"report/build.py: {e}\n")
+    inputs["submission"] = source
     figs = base / "report" / "figures"
     figs.mkdir(parents=True, exist_ok=True)
     if not args.skip_figures:
-        vae, _ = load_model(base / "VAEwolabel")
-        latent_map(vae, figs / "latent_map.png")
-        interpolation(vae, figs / "interpolation.png")
+        latent_map(vae, vae_info["kit"], figs / "latent_map.png")
+        interpolation(vae, vae_info["kit"], figs / "interpolation.png")
         loss_figure({"VAE": base / "VAEwolabel", "GenModel": base / "Genwithlabel"}, figs / "loss.png")
         sweep_figure(json.loads(inputs["q1"].read_text()), figs / "sweeps.png")
         swap_figure(json.loads(inputs["label_swap"].read_text()), figs / "label_swap.png")
@@ -206,6 +295,8 @@ def main(argv: list[str] | None = None) -> None:
     rel["gen_dir"] = "/" + (base / "Genwithlabel").relative_to(ROOT).as_posix()
     rel["figs_dir"] = "/" + figs.relative_to(ROOT).as_posix()
     rel["student"] = json.dumps(student)
+    rel["models"] = json.dumps({"vae": vae_info, "gen": gen_info,
+                                "submission_sha256": checkpoint.file_sha256(source)})
     out = Path(args.out)
     typst.compile(str(REPORT / "report.typ"), output=str(out), root=str(ROOT), sys_inputs=rel)
     print(f"wrote {out} ({out.stat().st_size / 1024:.0f} KiB)")

@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from vaekit.checkpoint import read_hyperparameters
+from vaekit.checkpoint import file_sha256, read_hyperparameters
 from vaekit.cli import HelpFormatter
 from vaekit.paths import ROOT
 
@@ -231,7 +231,7 @@ def main(argv: list[str] | None = None) -> None:
         if name != "label-swap":  # the others train
             result.update(epochs=args.epochs, seeds=args.seeds, jobs=args.jobs)
         result.update(command=f"python report/experiments.py {name}", cpu_minutes=round(core_seconds / 60, 1),
-                      cores=lab.cores)
+                      cores=lab.cores, submission_sha256=file_sha256(ROOT / "submission.py"))
         RESULTS.mkdir(parents=True, exist_ok=True)
         path = RESULTS / f"{name.replace('-', '_')}.json"
         path.write_text(json.dumps(result, indent=1) + "\n")

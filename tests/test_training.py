@@ -202,13 +202,19 @@ def test_dry_run_means_the_same_everywhere(root, capsys):
         assert status == 0 and " ".join(DRY_RUN_HELP.split()) in " ".join(out.split()), script
 
 
-def test_each_train_script_is_the_one_source_of_its_defaults():
+def test_each_train_script_is_the_one_source_of_its_kit_defaults(root):
+    """The kit's own models train with exactly the values at the top of each script (no flag passes any)."""
     import train_cond
     import train_vae
+    from vaekit import defaults
+    from vaekit.course import load_submission
     from vaekit.trainer import SCRIPT_DEFAULTS, train_parser
 
+    sub = load_submission(root / "submission.py")
     for task, script in (("vae", train_vae), ("gen", train_cond)):
         p = train_parser(task, script.__doc__, script.DEFAULTS)
-        assert {k: p.get_default(k) for k in SCRIPT_DEFAULTS} == {k: script.DEFAULTS[k] for k in SCRIPT_DEFAULTS}
+        assert all(p.get_default(k) is None for k in SCRIPT_DEFAULTS)  # None = not passed: resolved per model
+        settings = defaults.resolve(task, {}, sub, script.DEFAULTS, kit_model=True)
+        assert {k: s.value for k, s in settings.items()} == {k: script.DEFAULTS[k] for k in SCRIPT_DEFAULTS}
     with pytest.raises(ValueError, match="no default for epochs"):
         train_parser("vae", "doc", {k: v for k, v in train_vae.DEFAULTS.items() if k != "epochs"})

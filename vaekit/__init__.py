@@ -8,3 +8,7 @@ formulas), ``results`` writes them, ``batch`` grades a class here or on a Dask c
 ``outputs`` writes every file atomically. Also ``data``, ``checkpoint``, ``generation``, ``classifier``, ``plots``,
 ``paths``, ``readme``.
 """
+
+from .paths import run_own_code
+
+run_own_code()  # a script of another checkout than this package's runs with its own checkout's package

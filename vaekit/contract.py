@@ -16,7 +16,7 @@ from typing import Protocol, get_type_hints
 import torch
 from torch import nn
 
-from .course import TASKS, SubmissionError
+from .course import TASKS, SubmissionError, place
 
 TERMS_FUNCTION = "vae_loss_terms"  # named loss terms to log (and sharpening's reconstruction term)
 
@@ -105,8 +105,14 @@ def build(sub: ModuleType, task: str, latent_dim: int) -> nn.Module:
     try:
         return cls(latent_dim=latent_dim)
     except Exception as e:  # noqa: BLE001 - the student's constructor
-        raise ContractError(f"{cls.__name__}(latent_dim={latent_dim}) failed ({type(e).__name__}: {e}); the course "
-                            "builds the model from latent_dim alone.") from e
+        raise ContractError(f"{cls.__name__}(latent_dim={latent_dim}) failed{place(e, sub)}: {type(e).__name__}: "
+                            f"{e}; the course builds the model from latent_dim alone.") from e
+
+
+def source_of(model: nn.Module) -> str:
+    """The file that defines the model's ``forward`` (the student's submission), for ``place``."""
+    code = getattr(getattr(type(model), "forward", None), "__code__", None)
+    return code.co_filename if code else "submission.py"
 
 
 def forward(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -118,7 +124,8 @@ def forward(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.T
         out = model(x, y)
         recon_x, mu, log_var = out
     except Exception as e:  # noqa: BLE001
-        raise ContractError(f"{name}(images, labels) failed ({type(e).__name__}: {e}); {expected}.") from e
+        raise ContractError(f"{name}(images, labels) failed{place(e, source_of(model))}: {type(e).__name__}: {e}; "
+                            f"{expected}.") from e
     for what, t in (("recon_x", recon_x), ("mu", mu), ("log_var", log_var)):
         if not isinstance(t, torch.Tensor):
             raise ContractError(f"{name}(images, labels) returned {what} as {type(t).__name__}; {expected}.")
@@ -141,8 +148,8 @@ def loss(sub: ModuleType, recon_x: torch.Tensor, x: torch.Tensor, mu: torch.Tens
     try:
         value = fn(recon_x, x, mu, log_var, var=var)
     except Exception as e:  # noqa: BLE001
-        raise ContractError(f"vae_loss(recon_x, images, mu, log_var, var={var}) failed ({type(e).__name__}: {e}); "
-                            "the course's trainer calls it so.") from e
+        raise ContractError(f"vae_loss(recon_x, images, mu, log_var, var={var}) failed{place(e, sub)}: "
+                            f"{type(e).__name__}: {e}; the course's trainer calls it so.") from e
     if not (isinstance(value, torch.Tensor) and value.numel() == 1 and value.is_floating_point()):
         got = type(value).__name__ if not isinstance(value, torch.Tensor) else f"a tensor of shape {tuple(value.shape)}"
         raise ContractError(f"vae_loss returned {got}; the course's trainer calls loss.backward() on what it "
@@ -159,8 +166,8 @@ def decode_one(model: nn.Module, latent_dim: int, label: int) -> torch.Tensor:
         return model.decode(torch.randn(1, latent_dim), torch.tensor(label)).cpu().view(28, 28)
     except Exception as e:  # noqa: BLE001
         raise ContractError(f"{type(model).__name__}.decode(torch.randn(1, {latent_dim}), torch.tensor({label})) "
-                            f"failed ({type(e).__name__}: {e}); the course's inference.py passes each label as a "
-                            "0-dim tensor and views the result as one 28x28 image.") from e
+                            f"failed{place(e, source_of(model))}: {type(e).__name__}: {e}; the course's inference.py "
+                            "passes each label as a 0-dim tensor and views the result as one 28x28 image.") from e
 
 
 def check(sub: ModuleType, task: str, latent_dim: int, x: torch.Tensor, y: torch.Tensor,

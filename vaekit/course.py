@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -40,6 +41,12 @@ MODEL_FILES = ("epoch.pth", "hyperparameters.txt")  # what the grader needs in e
 HANDIN_FILES = (*MODEL_FILES, "grade_result.json")  # what the zip holds in each task folder
 # The course trainer's own names, which many hand-ins keep: epoch_<N>.pth (the latest counts), hyperparams.json.
 TRAINER_HYPERPARAMETERS = "hyperparams.json"
+TRAIN_SCRIPTS = {"vae": "train_vae.py", "gen": "train_cond.py"}  # what (re)trains each task's folder
+
+# What the course's own train.py trains a template model with (its argparse defaults, which override its Trainer's):
+# the kit's train scripts use these for a submission without the kit's API, unless the student's own signatures
+# (vae_loss(..., var=...), VAE(latent_dim=...)) or flags say otherwise.
+COURSE_TRAINING = {"epochs": 10, "latent_dim": 20, "lr": 5e-3, "batch_size": 1024, "var": 0.5}
 
 
 class SubmissionError(RuntimeError):
@@ -58,10 +65,24 @@ def model_files(folder: Path) -> tuple[Path | None, Path | None]:
     return ckpt, hp
 
 
+def place(error: BaseException, source: str | Path | ModuleType = "submission.py") -> str:
+    """Where in the student's file ``error`` was raised: ``" (submission.py, line 23, in VAE.__init__)"`` from the
+    last traceback frame in ``source`` (a path, an imported module, or a bare file name to match); empty when no
+    frame is in it (the error came from torch alone)."""
+    path = Path(getattr(source, "__file__", None) or source)
+    same = (lambda f: Path(f).name == path.name) if path.name == str(path) else (lambda f: f == str(path))
+    frames = [(f, n) for f, n in traceback.walk_tb(error.__traceback__) if same(f.f_code.co_filename)]
+    if not frames:
+        return ""
+    frame, lineno = frames[-1]
+    where = frame.f_code.co_qualname
+    return f" ({path.name}, line {lineno}, {'at module level' if where == '<module>' else f'in {where}'})"
+
+
 def load_submission(path: str | Path | None = None) -> ModuleType:
     """Import a ``submission.py`` (the project's own by default) as a fresh module.
 
-    Errors in the student's code are re-raised as ``SubmissionError`` naming the exception.
+    Errors in the student's code are re-raised as ``SubmissionError`` naming the exception and its line.
     """
     path = Path(path) if path else ROOT / "submission.py"
     if not path.is_file():
@@ -70,8 +91,10 @@ def load_submission(path: str | Path | None = None) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     try:
         spec.loader.exec_module(module)
+    except SyntaxError as e:  # the compiler's own place: the line of the file that does not parse
+        raise SubmissionError(f"importing {path.name} failed: SyntaxError at line {e.lineno}: {e.msg}.") from e
     except Exception as e:  # noqa: BLE001 - whatever the student's import raised is reported, not raised
-        raise SubmissionError(f"importing submission.py failed: {type(e).__name__}: {e}") from e
+        raise SubmissionError(f"importing {path.name} failed{place(e, path)}: {type(e).__name__}: {e}") from e
     return module
 
 
@@ -85,7 +108,7 @@ def build_model(sub: ModuleType, class_name: str, kwargs: dict[str, Any]) -> nn.
     try:
         return cls(**kwargs)
     except Exception as e:  # noqa: BLE001
-        raise SubmissionError(f"{class_name}(**{kwargs}) failed: {type(e).__name__}: {e}") from e
+        raise SubmissionError(f"{class_name}(**{kwargs}) failed{place(e, sub)}: {type(e).__name__}: {e}") from e
 
 
 def detect_latent_dim(sub: ModuleType, class_name: str, kwargs: dict[str, Any],
@@ -146,14 +169,47 @@ def load_model(folder: str | Path, submission: str | Path | ModuleType | None = 
     return model.eval(), {**hp, "model_class": class_name, "model_kwargs": kwargs, **extra}
 
 
+# -- provenance: which submission.py a folder was trained from ---------------------------------------------------
+
+
+def trained_from(submission: str | Path, checkpoint_file: str | Path) -> dict[str, str]:
+    """What ``hyperparameters.txt`` records under ``trained_from``: the sha256 of the ``submission.py`` the folder was
+    trained from and of the ``epoch.pth`` written with it (so an interrupted write cannot look current)."""
+    return {"submission_sha256": checkpoint.file_sha256(submission),
+            "epoch_sha256": checkpoint.file_sha256(checkpoint_file)}
+
+
+def stale_reason(folder: str | Path, task: str, submission: str | Path) -> str | None:
+    """One sentence when ``folder`` was trained from another ``submission.py`` than ``submission`` (or its
+    ``epoch.pth`` is not the one written with its ``hyperparameters.txt``); None when it matches, or when the folder
+    records nothing (the course trainer's own files)."""
+    folder = Path(folder)
+    ckpt, hp_file = model_files(folder)
+    try:
+        record = json.loads(hp_file.read_text()).get("trained_from") if hp_file else None
+    except (OSError, ValueError, AttributeError):
+        return None  # an unreadable file has its own error where it is read
+    if not isinstance(record, dict):
+        return None
+    retrain = f"run `python {TRAIN_SCRIPTS[task]}`"
+    if record.get("submission_sha256") != checkpoint.file_sha256(submission):
+        return f"{folder.name}/ was trained from another submission.py: {retrain}."
+    if ckpt is not None and record.get("epoch_sha256") not in (None, checkpoint.file_sha256(ckpt)):
+        return (f"{folder.name}/{ckpt.name} is not the checkpoint its {hp_file.name} was written with (an interrupted "
+                f"training?): {retrain}.")
+    return None
+
+
 def write_course_folder(folder: str | Path, model: nn.Module, *, task: str, model_kwargs: dict[str, Any],
                         hyperparameters: dict[str, Any], history: list[dict] | dict[str, list[dict]],
-                        shown: tuple[torch.Tensor, torch.Tensor], seed: int, title: str,
+                        shown: tuple[torch.Tensor, torch.Tensor], seed: int, title: str, submission: str | Path,
                         checkpoint_meta: dict[str, Any] | None = None) -> Path:
     """Write a trained model as a course folder: ``epoch.pth``, ``hyperparameters.txt``, ``history.json``
     and the figures ``loss_curves.png``, ``samples.png`` (row c = digit c) and ``reconstructions.png``
     (originals over reconstructions of ``shown`` = (images, labels)). ``history`` is the per-epoch log, or
-    several named logs (the first is plotted).
+    several named logs (the first is plotted). ``hyperparameters.txt`` records the sha256 of ``submission`` (the
+    file the model was trained from) and is written last, after its old copy is removed: a write that fails
+    leaves no folder that looks current.
     """
     from . import plots  # matplotlib: imported only where figures are drawn, never in the grader's worker
     from .generation import grid_labels, reconstruct, sample
@@ -161,11 +217,9 @@ def write_course_folder(folder: str | Path, model: nn.Module, *, task: str, mode
     folder = Path(folder)
     spec = TASKS[task]
     model.eval()
+    (folder / "hyperparameters.txt").unlink(missing_ok=True)
     checkpoint.save_checkpoint(folder / "epoch.pth", model.state_dict(), task=task, model_class=spec.model_class,
                                model_kwargs=model_kwargs, **(checkpoint_meta or {}))
-    checkpoint.write_hyperparameters(folder / "hyperparameters.txt", {
-        "task": task, "model_class": spec.model_class, "model_kwargs": model_kwargs,
-        "latent_dim": model_kwargs["latent_dim"], **hyperparameters, "versions": checkpoint.library_versions()})
     (folder / "history.json").write_text(json.dumps(history, indent=1) + "\n")
     curves = history if isinstance(history, list) else next(iter(history.values()))
     if curves:
@@ -174,4 +228,8 @@ def write_course_folder(folder: str | Path, model: nn.Module, *, task: str, mode
                     nrow=10)
     x, y = shown
     plots.reconstruction_grid(x, reconstruct(model, x, y)[0], folder / "reconstructions.png")
+    checkpoint.write_hyperparameters(folder / "hyperparameters.txt", {
+        "task": task, "model_class": spec.model_class, "model_kwargs": model_kwargs,
+        "latent_dim": model_kwargs["latent_dim"], **hyperparameters, "versions": checkpoint.library_versions(),
+        "trained_from": trained_from(submission, folder / "epoch.pth")})
     return folder

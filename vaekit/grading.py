@@ -25,7 +25,7 @@ import numpy as np
 
 from . import course_inference, metrics
 from .checkpoint import CheckpointError, file_sha256, library_versions, model_spec, read_hyperparameters
-from .course import MODEL_FILES, TASKS, TRAINER_HYPERPARAMETERS, SubmissionError, model_files
+from .course import MODEL_FILES, TASKS, TRAINER_HYPERPARAMETERS, SubmissionError, model_files, stale_reason
 from .gradepage import save_previews
 from .judge import Judge, npz_bytes
 from .results import error_results, round_floats, write_result
@@ -138,6 +138,7 @@ class Prepared:
     files: dict[str, str]  # the file names graded (the brief's or the course trainer's)
     epoch_sha256: str
     seed: int  # of the sampling noise
+    stale: str | None = None  # the folder records another submission.py than this one (``course.stale_reason``)
 
 
 def prepare_task(root: Path, task: str, settings: GradeSettings) -> Prepared:
@@ -158,7 +159,8 @@ def prepare_task(root: Path, task: str, settings: GradeSettings) -> Prepared:
     sources = {"submission.py": root / "submission.py", "epoch.pth": ckpt, "hyperparameters.txt": hp_file}
     hashes = {name: file_sha256(path) for name, path in sources.items()}
     return Prepared(task, class_name, sources, {"checkpoint": ckpt.name, "hyperparameters": hp_file.name},
-                    hashes["epoch.pth"], sampling_seed(settings, *hashes.values()))
+                    hashes["epoch.pth"], sampling_seed(settings, *hashes.values()),
+                    stale_reason(folder, task, root / "submission.py"))
 
 
 def stage_files(prepared: list[Prepared], dest: Path) -> Path:
@@ -314,12 +316,19 @@ def check_codes(enc: dict[str, np.ndarray], n: int) -> np.ndarray:
     return mu
 
 
+def builds_nothing(error: str, class_name: str) -> bool:
+    """The error says the submission could not rebuild the folder's model: its constructor refused the recorded
+    arguments (``course.build_model``), the weights do not fit (``checkpoint.load_weights``), or the class is gone."""
+    return (error.startswith(f"{class_name}(**") or "checkpoint does not fit the model" in error
+            or "has no nn.Module class" in error)
+
+
 def score_task(judge: Judge, task: str, prepared: Prepared | None, enc: dict[str, np.ndarray] | None,
                dec: dict[str, np.ndarray] | None, error: str | None, settings: GradeSettings, isolation: str,
                cgroup: SubmissionCgroup | None, preview_dir: Path | None) -> dict[str, Any]:
     """One task's result from its workers' replies (or the error that stopped it); never raises."""
     spec = TASKS[task]
-    result: dict[str, Any] = {"task": task, "folder": spec.folder, "isolation": isolation}
+    result: dict[str, Any] = {"task": task, "folder": spec.folder, "isolation": isolation, "max_score": spec.max_score}
     settings_rec = {"seed": settings.seed, "samples_per_label": settings.per_label,
                     "course_replay": {"seed": course_inference.SEED, "batch_size": course_inference.BATCH_SIZE,
                                       "samples_per_digit": course_inference.SAMPLES_PER_DIGIT[task]},
@@ -329,9 +338,14 @@ def score_task(judge: Judge, task: str, prepared: Prepared | None, enc: dict[str
         settings_rec["epoch_sha256"] = prepared.epoch_sha256  # lets pack.py spot a stale grade
         settings_rec["sampling_seed"] = prepared.seed
         settings_rec["memory_cap"] = cgroup.kind if cgroup else "per-process"
+    stale = prepared.stale if prepared is not None else None
     try:
         if error is not None:
-            raise SubmissionError(error)
+            # A folder trained from another submission.py that this one cannot rebuild fails for that reason, not for
+            # the arguments or weights it records; any other failure keeps its own sentence, the stale one after it.
+            if stale and builds_nothing(error, prepared.class_name):
+                raise SubmissionError(stale)
+            raise SubmissionError(f"{error} ({stale})" if stale else error)
         latent_dim = _int(enc, "latent_dim")
         if _int(dec, "latent_dim") != latent_dim:
             raise SubmissionError("the encoding and decoding processes built models of different latent_dim.")
@@ -347,6 +361,8 @@ def score_task(judge: Judge, task: str, prepared: Prepared | None, enc: dict[str
                 f"a model of latent_dim {latent_dim} (the course's train.py records 20 whatever the size): "
                 f"graded with {latent_dim}. The course's grade.py takes its bonus from latent_dim {recorded} "
                 f"(bonus {metrics.latent_bonus(recorded):.4f} instead of {metrics.latent_bonus(latent_dim):.4f}).")
+        if stale:
+            warnings.append(f"{stale[:-1]}; graded as it is, since this submission.py loads it.")
         if names["checkpoint"] != MODEL_FILES[0] or names["hyperparameters"] != MODEL_FILES[1]:
             warnings.append(f"graded {names['checkpoint']} and {names['hyperparameters']}; the "
                             f"brief asks for {MODEL_FILES[0]} and {MODEL_FILES[1]} in {spec.folder}/.")

@@ -15,7 +15,8 @@ from .outputs import write_text
 
 def error_results(tasks: list[str], error: str) -> dict[str, dict[str, Any]]:
     """Every task of a submission that could not be graded: score 0 and the reason."""
-    return {t: {"task": t, "folder": TASKS[t].folder, "error": error, "score": 0.0, "fair_score": 0.0} for t in tasks}
+    return {t: {"task": t, "folder": TASKS[t].folder, "error": error, "score": 0.0, "max_score": TASKS[t].max_score,
+                "fair_score": 0.0} for t in tasks}
 
 
 def round_floats(x: Any) -> Any:

@@ -388,7 +388,9 @@ def _bwrap_args(binds: list[tuple[str, str]], threads: int) -> list[str]:
     cmd += ["--proc", "/proc", "--dev", "/dev", "--size", str(SHM_BYTES), "--tmpfs", "/dev/shm",
             "--ro-bind", binds[-1][0], SANDBOX_DIR, "--remount-ro", "/dev", "--remount-ro", "/", "--chdir", "/tmp",
             "--clearenv"]
-    for key, value in worker_env("/tmp", threads).items():
+    # The kit by its own folder (bound above; its parent holds nothing else inside): a venv whose editable install
+    # points at another checkout then imports the same kit as the grader.
+    for key, value in {**worker_env("/tmp", threads), "PYTHONPATH": str(PACKAGE_DIR.parent)}.items():
         cmd += ["--setenv", key, value]
     return cmd + ["--"]
 
@@ -428,8 +430,9 @@ def probe_bubblewrap() -> str | None:
                 r = subprocess.run(sb.argv, capture_output=True, timeout=60, stdin=subprocess.DEVNULL, cwd="/")
         except (OSError, subprocess.TimeoutExpired) as e:
             return f"bubblewrap could not start ({e})"
-    if r.returncode != 0:
-        return "bubblewrap could not start here: " + r.stderr.decode(errors="replace").strip()[-300:]
+    if r.returncode != 0:  # the last line says why (a traceback's last line is its error)
+        last = (r.stderr.decode(errors="replace").strip().splitlines() or ["no message"])[-1].strip()
+        return f"bubblewrap could not run the kit here ({last[:300]})"
     return None
 
 

@@ -1,5 +1,6 @@
-"""What ``train_vae.py`` and ``train_cond.py`` share: their flags (each script passes its own defaults)
-and the run itself, from ``submission.py``'s classes to a finished course folder.
+"""What ``train_vae.py`` and ``train_cond.py`` share: their flags (each script passes the kit's tuned values; the
+defaults a run uses belong to the model, ``vaekit.defaults``) and the run itself, from ``submission.py``'s classes to
+a finished course folder.
 
 Any submission written to the course's template trains here: the model is built as the course builds it
 (``VAE(latent_dim=d)``), each step calls ``model(images, labels)`` and ``vae_loss(..., var=var)`` as the
@@ -19,12 +20,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import checkpoint, contract, plots
+from . import checkpoint, contract, defaults, plots
 from .adversarial import sharpen_decoder
 from .cli import HelpFormatter, add_run_flags, setup_run
-from .course import TASKS, SubmissionError, load_model, load_submission, write_course_folder
+from .course import TASKS, SubmissionError, load_model, load_submission, trained_from, write_course_folder
 from .generation import fast_layout, grid_labels, reconstruct, sample
 from .paths import ROOT
+from .samplecheck import PER_DIGIT, check_samples
 from .training import fit
 
 # Training settings recorded under "training" in hyperparameters.txt (the rest describe the model or the machine).
@@ -32,35 +34,37 @@ TRAINING_KEYS = ("epochs", "lr", "batch_size", "var", "prior", "prior_shrink", "
                  "sharpen_weight", "sharpen_lr", "seed", "time_budget", "dry_run")
 
 
-SCRIPT_DEFAULTS = ("epochs", "latent_dim", "lr", "batch_size", "var", "prior_shrink", "sharpen_epochs",
-                   "sharpen_weight", "sharpen_lr")  # each script's own, at its top: their one source
+SCRIPT_DEFAULTS = (*defaults.SHARED, *defaults.KIT_ONLY)  # the kit's tuned values, at each script's top
 
 
-def train_parser(task: str, doc: str, defaults: dict[str, Any]) -> argparse.ArgumentParser:
-    """The train scripts' flags; ``defaults`` (the script's own, listed at its top) give every flag of
-    ``SCRIPT_DEFAULTS`` its value, and may override the others'."""
-    missing = [k for k in SCRIPT_DEFAULTS if k not in defaults]
+def train_parser(task: str, doc: str, kit_defaults: dict[str, Any]) -> argparse.ArgumentParser:
+    """The train scripts' flags. ``kit_defaults`` (the script's own, listed at its top) are what the kit's models are
+    tuned for; the shared flags default to None (not passed) and are resolved per model (``vaekit.defaults``)."""
+    missing = [k for k in SCRIPT_DEFAULTS if k not in kit_defaults]
     if missing:
         raise ValueError(f"the train script gives no default for {', '.join(missing)}.")
     folder = TASKS[task].folder
     p = argparse.ArgumentParser(description=doc.split("\n\n")[0],
                                 formatter_class=HelpFormatter)
-    p.add_argument("--epochs", type=int, help="passes over the 50 000 training images")
-    p.add_argument("--latent-dim", type=int, help="size of z (smaller earns the course's latent bonus)")
-    p.add_argument("--lr", type=float, help="peak Adam learning rate (cosine-decayed to 0)")
-    p.add_argument("--batch-size", type=int, help="images per step")
+    own = lambda key: defaults.flag_help(key, kit_defaults)  # noqa: E731
+    p.add_argument("--epochs", type=int, help=f"passes over the 50 000 training images {own('epochs')}")
+    p.add_argument("--latent-dim", type=int, help=f"size of z (smaller earns the course's latent bonus) "
+                   f"{own('latent_dim')}")
+    p.add_argument("--lr", type=float, help=f"peak Adam learning rate (cosine-decayed to 0) {own('lr')}")
+    p.add_argument("--batch-size", type=int, help=f"images per step {own('batch_size')}")
     p.add_argument("--var", type=float, help="passed to vae_loss(..., var=VAR), as the course's trainer "
-                   "does: σ_x² of the Gaussian likelihood, loss = KL + ||x-x̂||²/(2σ_x²)")
+                   f"does: σ_x² of the Gaussian likelihood, loss = KL + ||x-x̂||²/(2σ_x²) {own('var')}")
     p.add_argument("--prior", choices=["fitted", "standard"], default="fitted",
                    help="'fitted' fits the model's prior (one mixture, or one per digit for GenModel) to the codes "
                    "after training, where the model offers fit_prior; 'standard' keeps N(0, I)")
+    kit = lambda key: f"(default: {kit_defaults[key]:g}; read only for a model with the kit's API)"  # noqa: E731
     p.add_argument("--prior-shrink", type=float,
-                   help="scale of the fitted prior's std (< 1 trades diversity for fidelity)")
-    p.add_argument("--sharpen-epochs", type=int,
-                   help="epochs of adversarial decoder fine-tuning after the VAE (encoder and prior frozen; 0 = none)")
-    p.add_argument("--sharpen-weight", type=float,
-                   help="adversarial gradient at the decoded images, as a multiple of the reconstruction's")
-    p.add_argument("--sharpen-lr", type=float, help="peak Adam learning rate of the fine-tuning")
+                   help=f"scale of the fitted prior's std (< 1 trades diversity for fidelity) {kit('prior_shrink')}")
+    p.add_argument("--sharpen-epochs", type=int, help="epochs of adversarial decoder fine-tuning after the VAE "
+                   f"(encoder and prior frozen; 0 = none) {kit('sharpen_epochs')}")
+    p.add_argument("--sharpen-weight", type=float, help="adversarial gradient at the decoded images, as a multiple "
+                   f"of the reconstruction's {kit('sharpen_weight')}")
+    p.add_argument("--sharpen-lr", type=float, help=f"peak Adam learning rate of the fine-tuning {kit('sharpen_lr')}")
     p.add_argument("--time-budget", type=float, default=0.0,
                    help="stop the VAE after the epoch that passes this many seconds (0 = no limit)")
     p.add_argument("--resume", action="store_true",
@@ -71,23 +75,25 @@ def train_parser(task: str, doc: str, defaults: dict[str, Any]) -> argparse.Argu
                    "shape comes from that file's defaults, as the course builds it from latent_dim alone")
     add_run_flags(p, out_default="", out_help=f"output folder (default: {folder}/, or runs/dry_run/{folder}/ "
                   "with --dry-run)")
-    p.set_defaults(**defaults)
     return p
 
 
-def parse_train_args(task: str, doc: str, defaults: dict[str, Any], argv: list[str] | None) -> argparse.Namespace:
-    """Parse and check the train script's flags."""
-    p = train_parser(task, doc, defaults)
+def parse_train_args(task: str, doc: str, kit_defaults: dict[str, Any], argv: list[str] | None
+                     ) -> argparse.Namespace:
+    """Parse and check the train script's flags (``args.kit_defaults`` keeps the script's tuned values)."""
+    p = train_parser(task, doc, kit_defaults)
     args = p.parse_args(argv)
+    args.kit_defaults = dict(kit_defaults)
     for name in ("epochs", "latent_dim", "batch_size"):
-        if getattr(args, name) < 1:
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1.")
-    if args.latent_dim > 784:
+    if (args.latent_dim or 0) > 784:
         p.error("--latent-dim must be at most 784 (the course bonus 1.2 - d/784 assumes it).")
-    if args.lr <= 0 or args.var <= 0 or args.prior_shrink <= 0:
-        p.error("--lr, --var and --prior-shrink must be positive.")
-    if args.sharpen_epochs < 0 or args.sharpen_weight < 0 or args.sharpen_lr <= 0:
-        p.error("--sharpen-epochs and --sharpen-weight must be at least 0, --sharpen-lr positive.")
+    given = lambda name: getattr(args, name) is not None  # noqa: E731
+    if any(given(k) and getattr(args, k) <= 0 for k in ("lr", "var", "prior_shrink", "sharpen_lr")):
+        p.error("--lr, --var, --prior-shrink and --sharpen-lr must be positive.")
+    if any(given(k) and getattr(args, k) < 0 for k in ("sharpen_epochs", "sharpen_weight")):
+        p.error("--sharpen-epochs and --sharpen-weight must be at least 0.")
     return args
 
 
@@ -139,6 +145,7 @@ def refit_prior(src: Path, dst: Path, task: str, x: torch.Tensor, y: torch.Tenso
     fit_class_prior(model, x, y, hp["training"]["prior_shrink"], **options)
     checkpoint.save_checkpoint(dst / folder / "epoch.pth", model.state_dict(), task=task,
                                model_class=hp["model_class"], model_kwargs=hp["model_kwargs"])
+    hp["trained_from"] = trained_from(dst / "submission.py", dst / folder / "epoch.pth")
     checkpoint.write_hyperparameters(dst / folder / "hyperparameters.txt", hp)
 
 
@@ -156,9 +163,21 @@ def _train(task: str, args: argparse.Namespace) -> Path:
     out = Path(args.out) if args.out else (ROOT / "runs" / "dry_run" / spec.folder if args.dry_run
                                            else ROOT / spec.folder)
     run = setup_run(args)
-    sub = load_submission(args.submission or None)
+    source = Path(args.submission) if args.submission else ROOT / "submission.py"
+    sub = load_submission(source)
     probe = run.train.subset(8)
-    extras = contract.check(sub, task, args.latent_dim, probe.x, probe.y, var=args.var)  # the course's calls, once
+    # The course's calls, once. Whether the model offers the kit's API decides its defaults (vaekit.defaults), so
+    # the first check runs at the sizes the model's own signature or the course's train.py give.
+    given = {k: getattr(args, k) for k in SCRIPT_DEFAULTS}
+    first = defaults.resolve(task, given, sub, args.kit_defaults, kit_model=False)
+    extras = contract.check(sub, task, first["latent_dim"].value, probe.x, probe.y, var=first["var"].value)
+    settings = defaults.resolve(task, given, sub, args.kit_defaults, kit_model=extras.kit_model)
+    if any(settings[k].value != first[k].value for k in ("latent_dim", "var")):
+        extras = contract.check(sub, task, settings["latent_dim"].value, probe.x, probe.y, var=settings["var"].value)
+    for key, setting in settings.items():
+        setattr(args, key, setting.value)
+    fallback = defaults.FROM_KIT if extras.kit_model else defaults.FROM_COURSE
+    print(f"settings (a flag, else submission.py's own default, else {fallback}): {defaults.describe(settings)}")
     cls = contract.model_class(sub, task)
     # Built as the course builds it (latent_dim alone); every other size is a default in submission.py.
     model_kwargs = checkpoint.constructor_kwargs(cls, {"latent_dim": args.latent_dim})
@@ -220,8 +239,12 @@ def _train(task: str, args: argparse.Namespace) -> Path:
         seconds += sharp.seconds
         sharpened = {"epochs_run": sharp.epochs_run, "seconds": round(sharp.seconds, 1), "stopped_by": sharp.stopped_by,
                      **({"valid_recon": round(sharp.history[-1]["valid_recon"], 4)} if sharp.history else {})}
+    # -- the course's own samples, read by the grading classifier: are they digits? --------------------------
+    check = check_samples(model, spec.conditional, args.latent_dim, args.var, done["prior"],
+                          seed=args.seed, per_digit=3 if args.dry_run else PER_DIGIT)
+    print(check.line)
     write_course_folder(out, model, task=task, model_kwargs=model_kwargs, history=history,
-                        shown=(fixed.x, fixed.y), seed=args.seed,
+                        shown=(fixed.x, fixed.y), seed=args.seed, submission=source,
                         title=f"{spec.model_class} (latent {args.latent_dim})",
                         checkpoint_meta={"epoch": result.best_epoch, "valid_loss": result.best_valid},
                         hyperparameters={
@@ -237,6 +260,8 @@ def _train(task: str, args: argparse.Namespace) -> Path:
                             "train_images": len(run.train),
                             "sharpen": sharpened,
                             "extras": done,
+                            "settings_from": {k: v.source for k, v in settings.items()},
+                            "sample_check": check.record(),
                             "wall_time_s": round(seconds, 1),
                         })
     print(f"best epoch {result.best_epoch}/{result.epochs_run}, valid loss {result.best_valid:.4f}, "
