@@ -99,7 +99,7 @@ def test_exception_at_import_and_hang_and_memory_bomb(judge, variant, tmp_path):
     shutil.copy(variant / "submission.py", tmp_path / "orig.py")
     patch_submission(variant, "raise RuntimeError('boom')")
     r = grade(judge, variant, tmp_path / "a", tasks=["vae"])["vae"]
-    assert "importing submission.py failed: RuntimeError: boom" in r["error"]
+    assert "importing submission.py failed (submission.py, line" in r["error"] and "RuntimeError: boom" in r["error"]
 
     shutil.copy(tmp_path / "orig.py", variant / "submission.py")
     patch_submission(variant, "import time\ntime.sleep(60)")

@@ -45,7 +45,8 @@ def test_pack_refuses_stale_or_failed_grades_then_round_trips(root, judge, good,
     # A failed grade is refused with its error.
     grade_submission(judge, sub, sub, ["gen"], settings)
     status, err = run_pack(root, sub, capsys=capsys)
-    assert status == 1 and "grading failed: checkpoint does not fit the model" in err
+    # (the checkpoint is not the one its hyperparameters.txt was written with: that is the sentence, not the shapes)
+    assert status == 1 and "grading failed: Genwithlabel/epoch.pth is not the checkpoint its hyperparameters.txt" in err
 
     shutil.copy(good / "Genwithlabel" / "epoch.pth", sub / "Genwithlabel" / "epoch.pth")
     grade_submission(judge, sub, sub, ["gen"], settings)
@@ -84,6 +85,12 @@ def test_pack_refuses_a_model_the_course_cannot_load(root, judge, good, tmp_path
                                                       "hidden: int = 128, components: int = 30"))
     status, err = run_pack(root, sub, capsys=capsys)
     assert status == 1 and not (sub / "G7-FINAL.zip").exists()
+    assert "Genwithlabel/ was trained from another submission.py: run `python train_cond.py`." in err
+    for folder in ("VAEwolabel", "Genwithlabel"):  # as the course trainer writes them: no record of the file
+        hp = json.loads((sub / folder / "hyperparameters.txt").read_text())
+        hp.pop("trained_from")
+        (sub / folder / "hyperparameters.txt").write_text(json.dumps(hp))
+    status, err = run_pack(root, sub, capsys=capsys)
     assert "Genwithlabel/: the course's harness cannot use this model" in err
     assert "GenModel(latent_dim=4).load_state_dict failed" in err and "default in submission.py" in err
     assert "VAEwolabel/: the course" not in err
