@@ -179,10 +179,11 @@ def trained_from(submission: str | Path, checkpoint_file: str | Path) -> dict[st
             "epoch_sha256": checkpoint.file_sha256(checkpoint_file)}
 
 
-def stale_reason(folder: str | Path, task: str, submission: str | Path) -> str | None:
+def stale_reason(folder: str | Path, task: str, submission: str | Path, *, submission_sha256: str | None = None,
+                 epoch_sha256: str | None = None) -> str | None:
     """One sentence when ``folder`` was trained from another ``submission.py`` than ``submission`` (or its
     ``epoch.pth`` is not the one written with its ``hyperparameters.txt``); None when it matches, or when the folder
-    records nothing (the course trainer's own files)."""
+    records nothing (the course trainer's own files). A caller that has hashed the files passes their sha256."""
     folder = Path(folder)
     ckpt, hp_file = model_files(folder)
     try:
@@ -192,9 +193,10 @@ def stale_reason(folder: str | Path, task: str, submission: str | Path) -> str |
     if not isinstance(record, dict):
         return None
     retrain = f"run `python {TRAIN_SCRIPTS[task]}`"
-    if record.get("submission_sha256") != checkpoint.file_sha256(submission):
+    if record.get("submission_sha256") != (submission_sha256 or checkpoint.file_sha256(submission)):
         return f"{folder.name}/ was trained from another submission.py: {retrain}."
-    if ckpt is not None and record.get("epoch_sha256") not in (None, checkpoint.file_sha256(ckpt)):
+    recorded = record.get("epoch_sha256")
+    if ckpt is not None and recorded is not None and recorded != (epoch_sha256 or checkpoint.file_sha256(ckpt)):
         return (f"{folder.name}/{ckpt.name} is not the checkpoint its {hp_file.name} was written with (an interrupted "
                 f"training?): {retrain}.")
     return None

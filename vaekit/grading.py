@@ -160,7 +160,8 @@ def prepare_task(root: Path, task: str, settings: GradeSettings) -> Prepared:
     hashes = {name: file_sha256(path) for name, path in sources.items()}
     return Prepared(task, class_name, sources, {"checkpoint": ckpt.name, "hyperparameters": hp_file.name},
                     hashes["epoch.pth"], sampling_seed(settings, *hashes.values()),
-                    stale_reason(folder, task, root / "submission.py"))
+                    stale_reason(folder, task, sources["submission.py"], submission_sha256=hashes["submission.py"],
+                                 epoch_sha256=hashes["epoch.pth"]))
 
 
 def stage_files(prepared: list[Prepared], dest: Path) -> Path:

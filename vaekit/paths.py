@@ -36,8 +36,8 @@ def script_checkout() -> Path | None:
 def _root() -> Path:
     if os.environ.get("VAEKIT_ROOT"):
         return Path(os.environ["VAEKIT_ROOT"]).resolve()
-    if script_checkout() is not None:
-        return script_checkout()
+    if (home := script_checkout()) is not None:
+        return home
     if (PACKAGE_DIR.parent / _SHIPPED).is_dir():
         return PACKAGE_DIR.parent
     return Path.cwd().resolve()

@@ -388,9 +388,7 @@ def _bwrap_args(binds: list[tuple[str, str]], threads: int) -> list[str]:
     cmd += ["--proc", "/proc", "--dev", "/dev", "--size", str(SHM_BYTES), "--tmpfs", "/dev/shm",
             "--ro-bind", binds[-1][0], SANDBOX_DIR, "--remount-ro", "/dev", "--remount-ro", "/", "--chdir", "/tmp",
             "--clearenv"]
-    # The kit by its own folder (bound above; its parent holds nothing else inside): a venv whose editable install
-    # points at another checkout then imports the same kit as the grader.
-    for key, value in {**worker_env("/tmp", threads), "PYTHONPATH": str(PACKAGE_DIR.parent)}.items():
+    for key, value in worker_env("/tmp", threads).items():
         cmd += ["--setenv", key, value]
     return cmd + ["--"]
 
@@ -413,8 +411,11 @@ def keep_freed_memory() -> None:
 
 
 def worker_env(home: str, threads: int) -> dict[str, str]:
+    """The worker's whole environment, sandboxed or not. ``PYTHONPATH`` names the kit's own folder (inside the sandbox
+    its parent holds nothing else): a venv whose editable install points at another checkout imports this kit."""
     return {"PATH": "/usr/bin:/bin", "HOME": home, "TMPDIR": home, "OMP_NUM_THREADS": str(threads),
-            "PYTHONDONTWRITEBYTECODE": "1", "CUDA_VISIBLE_DEVICES": "", "GLIBC_TUNABLES": MALLOC_TUNABLES}
+            "PYTHONDONTWRITEBYTECODE": "1", "CUDA_VISIBLE_DEVICES": "", "GLIBC_TUNABLES": MALLOC_TUNABLES,
+            "PYTHONPATH": str(PACKAGE_DIR.parent)}
 
 
 @functools.cache
@@ -495,7 +496,6 @@ class Worker:
         else:
             home = tempfile.mkdtemp(prefix="home-", dir=files_dir.parent)
             cwd, env = home, worker_env(home, threads)
-            env["PYTHONPATH"] = str(PACKAGE_DIR.parent)  # the unsandboxed child still imports vaekit
         try:
             self.proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                          stderr=subprocess.PIPE, start_new_session=True)  # a timeout kills the group
