@@ -4,7 +4,7 @@
     python grade.py --submission G7-FINAL.zip --out graded/G7
     python grade.py --batch submissions/ --out graded/ -j 2   # one JSON per task + graded/grades.csv
     python grade.py --batch submissions/ --isolation required --test-data hidden.npz   # how a TA grades
-    python grade.py --batch submissions/ --scheduler tcp://HOST:8786 ...   # on a Dask cluster's workers
+    python grade.py --batch submissions/ --scheduler tls://HOST:8786 --tls DIR ...   # on a Dask cluster's workers
 
 A batch resumes: a submission graded before with the same files and settings keeps its grade (--regrade: all again),
 so an interrupted batch or one with late hand-ins grades only what is new.
@@ -30,8 +30,10 @@ from vaekit.batch import connect, dask_grader, local_grader, prepare_cluster, ru
 from vaekit.checkpoint import CheckpointError
 from vaekit.classifier import load_classifier
 from vaekit.cli import HelpFormatter
+from vaekit.cluster import security
 from vaekit.course import TASKS, SubmissionError
 from vaekit.data import DataError
+from vaekit.escape import terminal_text
 from vaekit.gradepage import write_page
 from vaekit.grading import GradeSettings, grade_submission
 from vaekit.judge import Judge
@@ -42,6 +44,8 @@ DEFAULT = GradeSettings()
 
 
 def summary(name: str, results: dict[str, dict]) -> str:
+    """The terminal's lines for one hand-in; what the hand-in wrote (names, errors, warnings) without control
+    characters."""
     lines = [f"{name}:"]
     for task, r in results.items():
         if r.get("error"):
@@ -56,7 +60,7 @@ def summary(name: str, results: dict[str, dict]) -> str:
                      f"diversity {r['diversity']:.3f}  memorization {r['memorization']:.3f}  "
                      f"latent {r['latent_dim']}  isolation {r['isolation']}  ({r['timing']['total_s']:.0f} s)")
         lines += [f"       warning: {w}" for w in r.get("warnings", [])]
-    return "\n".join(lines)
+    return "\n".join(terminal_text(line) for line in lines)
 
 
 def exit_status(results: list[dict]) -> int:
@@ -83,13 +87,13 @@ def grade_batch(p: argparse.ArgumentParser, args: argparse.Namespace, settings: 
         else:
             from distributed import KilledWorker
 
-            client = connect(args.scheduler)
+            client = connect(args.scheduler, security(args.tls) if args.tls else None)
             prepare_cluster(client, args.test_data, args.classifier, settings)
             grade, errors = dask_grader(client, args.tasks, settings), (KilledWorker,)
             slots = 2 * max(1, sum(w["nthreads"] for w in client.scheduler_info()["workers"].values()))
         outcomes, graded = run_batch(entries, out, args.tasks, settings, lambda sha: f"{key}:{sha}", grade, slots,
                                      regrade=args.regrade, budget=args.batch_budget, cluster_errors=errors)
-    except (ConnectionError, SubmissionError) as e:
+    except (ConnectionError, SubmissionError, FileNotFoundError) as e:
         p.exit(2, f"grade.py: error: {e}\n")
     finally:
         if pool is not None:
@@ -140,9 +144,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-j", "--jobs", type=int, default=1, help="submissions graded in parallel here (batch mode with "
                    "--scheduler local)")
     p.add_argument("--scheduler", default="local", metavar="ADDRESS",
-                   help="batch mode: 'local' grades on this machine; tcp://HOST:PORT sends each submission to that "
-                   "Dask scheduler's workers (each needs this kit installed and, with --isolation required, user "
-                   "namespaces for the sandbox)")
+                   help="batch mode: 'local' grades on this machine; tls://HOST:PORT sends each submission to that "
+                   "Dask scheduler's workers (each needs this kit installed, the cluster's certificates and, with "
+                   "--isolation required, user namespaces for the sandbox)")
+    p.add_argument("--tls", default=None, metavar="DIR", help="the cluster's certificates (ca.pem, node.pem, "
+                   "node-key.pem: python -m vaekit.cluster certs DIR); only their holders can join or connect")
+    p.add_argument("--insecure", action="store_true", help="allow a plain tcp:// scheduler: anyone who reaches its "
+                   "port could join as a worker and receive the hidden test set and every hand-in")
     p.add_argument("--regrade", action="store_true", help="batch mode: grade every submission again (by default one "
                    "already graded with the same files and settings keeps its grade)")
     p.add_argument("--batch-budget", type=float, default=None, metavar="SECONDS",
@@ -157,6 +165,10 @@ def main(argv: list[str] | None = None) -> int:
                              memory_gb=args.memory_gb, isolation=args.isolation, secret=args.secret)
     if args.scheduler != "local" and not args.batch:
         p.error("--scheduler needs --batch (a single submission is graded here).")
+    if args.scheduler != "local" and not args.insecure and not (args.scheduler.startswith("tls://") and args.tls):
+        p.error(f"--scheduler {args.scheduler}: a cluster is reached over TLS with the cluster's certificates "
+                "(tls://HOST:PORT and --tls DIR; see python -m vaekit.cluster certs), or with --insecure on a network "
+                "only the TA's machines reach.")
     try:  # on a cluster the workers build the judge; here only the hashes that key the grades are needed
         judge = (Judge(args.test_data, args.classifier, threads=settings.threads) if args.scheduler == "local"
                  else None)

@@ -28,6 +28,7 @@ import zipfile
 from pathlib import Path
 
 from bench.cluster import LocalDaskCluster
+from vaekit.cluster import make_certificates
 from vaekit.paths import ROOT
 from vaekit.readme import replace_block
 from vaekit.results import batch_grades
@@ -110,12 +111,13 @@ def main(argv: list[str] | None = None) -> None:
                         "--samples-per-label", "2", "--tasks", "vae"], cwd=ROOT, capture_output=True)
         runs["1 local worker (-j 1)"] = run(batch, tmp / "j1", "-j", "1")
         runs["2 local workers (-j 2)"] = run(batch, tmp / "j2", "-j", "2")
-        with LocalDaskCluster(tmp / "cluster", ROOT) as cluster:
+        certs = make_certificates(tmp / "certs")  # the cluster as the README sets it up: TLS
+        with LocalDaskCluster(tmp / "cluster", ROOT, tls=certs) as cluster:
             for name in ("w1", "w2"):
                 cluster.add_worker(name)
             cluster.wait_for_workers(2)
             runs["Dask: scheduler + 2 workers on localhost"] = run(batch, tmp / "dask", "--scheduler",
-                                                                   cluster.address)
+                                                                   cluster.address, "--tls", str(certs))
         reference = batch_grades(tmp / "j1")
         same = all(batch_grades(tmp / d) == reference for d in ("j2", "dask"))
         if len(reference) != 2 * n or not same:

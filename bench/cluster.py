@@ -1,5 +1,6 @@
 """A real Dask cluster on this machine, as a TA starts one: ``dask scheduler`` and ``dask worker`` processes on
-localhost (TCP). The batch benchmark and the cluster tests use it."""
+localhost, over TLS with the certificates in ``tls`` (``python -m vaekit.cluster certs``; plain TCP without). The batch
+benchmark and the cluster tests use it."""
 
 from __future__ import annotations
 
@@ -11,20 +12,23 @@ import sys
 import time
 from pathlib import Path
 
+from vaekit.cluster import security, tls_flags
+
 DASK = Path(sys.executable).with_name("dask")  # the venv's own command, so workers import this kit
 
 
 class LocalDaskCluster:
     """A scheduler at once; ``add_worker`` for each worker (one thread each, no nanny: a killed worker stays dead).
-    Logs go to ``folder``."""
+    Logs go to ``folder``. ``tls``: the certificates' folder (every member and client must present them)."""
 
-    def __init__(self, folder: Path, cwd: Path):
-        self.folder, self.cwd, self.workers = Path(folder), Path(cwd), {}
+    def __init__(self, folder: Path, cwd: Path, tls: Path | None = None):
+        self.folder, self.cwd, self.workers, self.tls = Path(folder), Path(cwd), {}, tls
+        self.flags = ["--protocol", "tls", *tls_flags(tls)] if tls else []
         self.folder.mkdir(parents=True, exist_ok=True)
         file = self.folder / "scheduler.json"
         file.unlink(missing_ok=True)
         self.scheduler = self._start([str(DASK), "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
-                                      "--scheduler-file", str(file)], "scheduler")
+                                      "--scheduler-file", str(file), *self.flags], "scheduler")
         deadline = time.monotonic() + 60
         while not file.exists():
             if time.monotonic() > deadline or self.scheduler.poll() is not None:
@@ -38,14 +42,21 @@ class LocalDaskCluster:
             return subprocess.Popen(cmd, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT, env=env,
                                     start_new_session=True)
 
-    def add_worker(self, name: str, env: dict | None = None) -> None:
+    def add_worker(self, name: str, env: dict | None = None, certificates: Path | None | str = "cluster"
+                   ) -> subprocess.Popen:
+        """Start a worker with the cluster's certificates, or ``certificates``: another folder of them (a stranger's
+        own authority) or None (none at all)."""
+        folder = self.tls if certificates == "cluster" else certificates
+        flags = tls_flags(folder) if folder else []
         self.workers[name] = self._start([str(DASK), "worker", self.address, "--name", name, "--nthreads", "1",
-                                          "--no-nanny", "--no-dashboard", "--host", "127.0.0.1"], name, env)
+                                          "--no-nanny", "--no-dashboard", "--host", "127.0.0.1", *flags], name, env)
+        return self.workers[name]
 
     def client(self):
         from distributed import Client
 
-        return Client(self.address, timeout=30, set_as_default=False)
+        return Client(self.address, timeout=30, set_as_default=False,
+                      security=security(self.tls) if self.tls else None)
 
     def wait_for_workers(self, n: int) -> None:
         with self.client() as c:

@@ -85,11 +85,19 @@ def test_an_interrupted_batch_resumes_where_it_stopped(root, good, small_test, t
 # -- a real Dask cluster --------------------------------------------------------------------------------------
 
 
+@pytest.fixture(scope="session")
+def certs(tmp_path_factory):
+    from vaekit.cluster import make_certificates
+
+    return make_certificates(tmp_path_factory.mktemp("certs"))
+
+
 @pytest.fixture
-def cluster(tmp_path, root):
+def cluster(tmp_path, root, certs):
+    """A scheduler over TLS with the cluster's certificates (the README's set-up); workers added by each test."""
     if not DASK.exists():
         pytest.skip(f"no dask command beside {sys.executable}: install the kit (dask[distributed])")
-    with LocalDaskCluster(tmp_path / "cluster", root) as c:
+    with LocalDaskCluster(tmp_path / "cluster", root, tls=certs) as c:
         yield c
 
 
@@ -103,8 +111,8 @@ def test_a_cluster_loses_a_worker_mid_batch_and_grades_every_submission_once_as_
     cluster.add_worker("w2")
     cluster.wait_for_workers(2)
     out = tmp_path / "on_cluster"
-    proc = subprocess.Popen(batch_cmd(batch, out, small_test, "--scheduler", cluster.address), cwd=root,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    cmd = batch_cmd(batch, out, small_test, "--scheduler", cluster.address, "--tls", str(cluster.tls))
+    proc = subprocess.Popen(cmd, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     # Kill w1 a few seconds into a submission it is grading.
     with cluster.client() as c:
         deadline, victim = time.monotonic() + 240, None
@@ -139,9 +147,10 @@ def test_a_worker_that_cannot_sandbox_is_refused_by_name(root, good, small_test,
     batch = tmp_path / "class"
     shutil.copytree(good, batch / "G1")
     r = subprocess.run(batch_cmd(batch, tmp_path / "out", small_test, "--scheduler", cluster.address,
-                                 "--isolation", "required"), cwd=root, capture_output=True, text=True)
+                                 "--tls", str(cluster.tls), "--isolation", "required"), cwd=root, capture_output=True,
+                       text=True)
     assert r.returncode == 2
-    assert re.search(r"worker tcp://127\.0\.0\.1:\d+ cannot grade: --isolation required, but", r.stderr), r.stderr
+    assert re.search(r"worker tls://127\.0\.0\.1:\d+ cannot grade: --isolation required, but", r.stderr), r.stderr
     assert not (tmp_path / "out" / "G1").exists()
 
 
@@ -149,9 +158,66 @@ def test_a_bad_scheduler_address_is_one_sentence(root, good, tmp_path, capsys):
     batch = tmp_path / "class"
     shutil.copytree(good, batch / "G1")
     status, _, err = run_main(root, "grade.py", "--batch", str(batch), "--scheduler", "tcp://127.0.0.1:9",
-                              capsys=capsys)
+                              "--insecure", capsys=capsys)
     assert status == 2
     assert err.startswith("grade.py: error: no Dask scheduler answered at tcp://127.0.0.1:9 within 10 s")
     assert err.count("\n") == 1 and "Traceback" not in err
     status, _, err = run_main(root, "grade.py", "--scheduler", "tcp://127.0.0.1:9", capsys=capsys)
     assert status == 2 and "--scheduler needs --batch" in err
+
+
+def test_a_plain_tcp_scheduler_is_refused_unless_told(root, good, tmp_path, capsys):
+    batch = tmp_path / "class"
+    shutil.copytree(good, batch / "G1")
+    for address, extra in (("tcp://127.0.0.1:9", []), ("tls://127.0.0.1:9", [])):
+        status, _, err = run_main(root, "grade.py", "--batch", str(batch), "--scheduler", address, *extra,
+                                  capsys=capsys)
+        assert status == 2 and "a cluster is reached over TLS with the cluster's certificates" in err, err
+    status, _, err = run_main(root, "grade.py", "--batch", str(batch), "--scheduler", "tls://127.0.0.1:9", "--tls",
+                              str(tmp_path / "nowhere"), capsys=capsys)
+    assert status == 2 and "has no ca.pem, node.pem, node-key.pem" in err and "Traceback" not in err
+
+
+def test_only_holders_of_the_clusters_certificates_join_or_connect(root, good, small_test, tmp_path, cluster):
+    """Two strangers try to join (no certificate; a certificate of their own authority) and a client without one
+    tries to connect: none gets in. The cluster's two workers grade."""
+    from vaekit.cluster import make_certificates
+
+    cluster.add_worker("w1")
+    cluster.add_worker("w2")
+    cluster.add_worker("no-certificate", certificates=None)
+    cluster.add_worker("own-authority", certificates=make_certificates(tmp_path / "stranger"))
+    cluster.wait_for_workers(2)
+    time.sleep(5)  # the strangers' handshakes have been refused by now
+    with cluster.client() as c:
+        assert sorted(w["name"] for w in c.scheduler_info()["workers"].values()) == ["w1", "w2"]
+    from distributed import Client
+
+    with pytest.raises((OSError, TimeoutError, TypeError, ValueError)):
+        Client(cluster.address, timeout=5, set_as_default=False)  # the TA's process, without the certificates
+    batch = tmp_path / "class"
+    shutil.copytree(good, batch / "G1")
+    secret = "the TA's secret, 2026"
+    r = subprocess.run(batch_cmd(batch, tmp_path / "out", small_test, "--tasks", "vae", "--scheduler", cluster.address,
+                                 "--tls", str(cluster.tls)), cwd=root, capture_output=True, text=True,
+                       env={**os.environ, "VAEKIT_SECRET": secret})
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert rows(tmp_path / "out")[0]["error"] == ""
+
+
+def test_a_worker_receives_a_key_derived_from_the_secret_not_the_secret():
+    from vaekit.batch import Staged, dask_grader
+    from vaekit.grading import GradeSettings, sampling_seed
+
+    sent = []
+
+    class Recorder:  # what dask_grader hands the scheduler, recorded instead of sent
+        def submit(self, fn, *args, **kwargs):
+            sent.append(args)
+
+    settings = GradeSettings(secret="the TA's secret")
+    dask_grader(Recorder(), ["vae"], settings)(Staged("G1", b"zip", None, "ab" * 32))
+    worker_settings = sent[0][2]
+    assert "the TA's secret" not in repr(worker_settings) and worker_settings.derived
+    assert sampling_seed(worker_settings, "h1", "h2") == sampling_seed(settings, "h1", "h2")  # the same noise
+    assert sampling_seed(settings, "h1") != sampling_seed(GradeSettings(secret="another"), "h1")

@@ -44,7 +44,8 @@ def test_good_submission_gets_every_field_and_regrades_byte_identically(judge, g
             assert isinstance(r[key], float) and np.isfinite(r[key]), key
         assert r["latent_dim"] == 4 and 0 <= r["score"] <= r["max_score"]
         assert r["settings"]["classifier_sha256"] == judge.classifier_sha256
-        assert r["settings"]["test_sha256"] == judge.test_sha256 and r["settings"]["samples_per_label"] == 30
+        assert r["settings"]["test_set"] == "hidden" and r["settings"]["samples_per_label"] == 30  # --test-data
+        assert "test_sha256" not in r["settings"]
     assert isinstance(res["gen"]["fid"], float) and 0 <= res["gen"]["cond_accuracy"] <= 1
     assert len(res["gen"]["per_class"]["fid_ratio"]) == 10
     assert sum(res["vae"]["class_histogram"]) == pytest.approx(1.0, abs=1e-5)  # ten entries rounded to 6 places

@@ -35,10 +35,12 @@ from distributed import WorkerPlugin
 
 from .course import TASKS, SubmissionError
 from .data import dataset_sha256, load_test_data
+from .escape import output_names
+from .gradepage import RECON_PNG, SAMPLES_PNG
 from .grading import GradeSettings, grade_submission
 from .judge import Judge
 from .outputs import output_path, write_atomic, write_text
-from .results import error_results
+from .results import error_results, is_final, write_result
 from .sandbox import MAX_ZIP_BYTES, copy_hand_in
 
 KEY_FILE = ".grade_key"  # in each submission's output folder, written last: its results are complete
@@ -54,9 +56,9 @@ class Staged:
     sha256: str = ""
 
 
-def stage(entry: Path) -> Staged:
-    """The hand-in as the bytes every grader gets (the same bytes for the same files, whatever their timestamps)."""
-    name = entry.stem
+def stage(entry: Path, name: str) -> Staged:
+    """The hand-in as the bytes every grader gets (the same bytes for the same files, whatever their timestamps);
+    ``name`` is its output folder's (``escape.output_names``)."""
     try:
         if entry.is_file():
             if entry.stat().st_size > MAX_ZIP_BYTES:
@@ -159,12 +161,13 @@ def _isolation_of_worker(mode: str) -> str | None:
     return None
 
 
-def connect(address: str) -> Any:
-    """A client of the scheduler at ``address``, or ``ConnectionError`` with one sentence."""
+def connect(address: str, security: Any = None) -> Any:
+    """A client of the scheduler at ``address`` (over TLS with ``security``: ``vaekit.cluster.security``), or
+    ``ConnectionError`` with one sentence."""
     from distributed import Client
 
     try:
-        return Client(address, timeout=CONNECT_TIMEOUT)
+        return Client(address, timeout=CONNECT_TIMEOUT, security=security)
     except (OSError, TimeoutError, ValueError) as e:
         reason = str(e).split("\n")[0][:200]
         raise ConnectionError(f"no Dask scheduler answered at {address} within {CONNECT_TIMEOUT} s ({reason}); start "
@@ -252,10 +255,24 @@ def write_outcome(out: Path, outcome: Outcome, files: dict[str, bytes], key: str
     for rel, data in files.items():
         write_atomic(output_path(folder, rel), lambda p, d=data: p.write_bytes(d))
     for r in outcome.results.values():
-        if f"{r['folder']}/grade_result.json" not in files:
-            write_text(folder, f"{r['folder']}/grade_result.json", json.dumps(r, indent=2, sort_keys=True) + "\n")
+        write_result(folder, r)
     if outcome.final:
         write_text(folder, KEY_FILE, key)
+
+
+def accepted(reply: Any, tasks: list[str]) -> tuple[dict[str, dict[str, Any]], dict[str, bytes]]:
+    """What a grader (a thread here, or a cluster's worker) sent back, kept only where it is what a grader writes:
+    one result per task, each in its own task folder, and the preview images by their names, nothing else (no other
+    name or path reaches ``--out``; each ``grade_result.json`` is written here from its result). Raises ``ValueError``
+    for anything else."""
+    results, files = reply
+    if not isinstance(results, dict) or sorted(results) != sorted(tasks):
+        raise ValueError("the grader sent back results for other tasks")
+    for task, r in results.items():
+        if not isinstance(r, dict) or r.get("folder") != TASKS[task].folder:
+            raise ValueError(f"the grader sent back a {task} result for another folder")
+    known = {f"{TASKS[t].folder}/{name}" for t in tasks for name in (SAMPLES_PNG, RECON_PNG)}
+    return results, {rel: data for rel, data in files.items() if rel in known and isinstance(data, bytes)}
 
 
 def run_batch(entries: list[Path], out: Path, tasks: list[str], settings: GradeSettings, key_of: Callable[[str], str],
@@ -263,13 +280,15 @@ def run_batch(entries: list[Path], out: Path, tasks: list[str], settings: GradeS
               cluster_errors: tuple[type[BaseException], ...] = ()) -> tuple[list[Outcome], int]:
     """Grade ``entries`` (resuming unless ``regrade``); returns (one outcome per entry, in order; how many were
     graded now). ``grade(staged)`` returns a future of ``(results, files)``; at most ``slots`` are in flight
-    (a submission is staged, in memory, only when a slot frees). ``key_of(sha256)`` is a submission's key."""
+    (a submission is staged, in memory, only when a slot frees). ``key_of(sha256)`` is a submission's key. Each
+    hand-in is written to ``out/<its output name>`` (``escape.output_names``: safe and unique)."""
+    names = output_names(entries)
     outcomes: dict[str, Outcome] = {}
     todo: list[Path] = []
     for entry in entries:
-        done = None if regrade else _resumable(out, entry, tasks, key_of)
+        done = None if regrade else _resumable(out, entry, names[entry], tasks, key_of)
         if done is not None:
-            outcomes[entry.stem] = Outcome(entry.stem, done, True)
+            outcomes[names[entry]] = Outcome(names[entry], done, True)
         else:
             todo.append(entry)
     progress = Progress(len(entries), len(outcomes))
@@ -280,7 +299,7 @@ def run_batch(entries: list[Path], out: Path, tasks: list[str], settings: GradeS
 
     def submit_next() -> bool:
         for entry in queue:
-            staged = stage(entry)
+            staged = stage(entry, names[entry])
             key = key_of(staged.sha256)
             if staged.payload is None:
                 finish(Outcome(staged.name, error_results(tasks, staged.error), True), {}, key)
@@ -308,9 +327,8 @@ def run_batch(entries: list[Path], out: Path, tasks: list[str], settings: GradeS
             for future in _completed(pending):
                 staged, key = pending.pop(future)
                 try:
-                    results, files = future.result()
-                    final = not any(str(r.get("error") or "").startswith("grader error") for r in results.values())
-                    outcome = Outcome(staged.name, results, final)
+                    results, files = accepted(future.result(), tasks)
+                    outcome = Outcome(staged.name, results, is_final(results))
                 except cluster_errors as e:
                     outcome, files = Outcome(staged.name, error_results(tasks, (
                         f"not graded: every worker that took this submission died ({type(e).__name__}); it may "
@@ -324,15 +342,15 @@ def run_batch(entries: list[Path], out: Path, tasks: list[str], settings: GradeS
         for future in pending:
             future.cancel()
         progress.close()
-    return [outcomes[e.stem] for e in entries], graded
+    return [outcomes[names[e]] for e in entries], graded
 
 
-def _resumable(out: Path, entry: Path, tasks: list[str], key_of: Callable[[str], str]
+def _resumable(out: Path, entry: Path, name: str, tasks: list[str], key_of: Callable[[str], str]
                ) -> dict[str, dict[str, Any]] | None:
-    if not (out / entry.stem / KEY_FILE).is_file():
+    if not (out / name / KEY_FILE).is_file():
         return None  # never graded: no need to stage it twice
-    staged = stage(entry)
-    return read_done(out, entry.stem, key_of(staged.sha256), tasks)
+    staged = stage(entry, name)
+    return read_done(out, name, key_of(staged.sha256), tasks)
 
 
 def _completed(pending: dict[Any, Any]) -> list[Any]:
@@ -358,7 +376,7 @@ def local_grader(judge: Judge, tasks: list[str], settings: GradeSettings, jobs: 
 def dask_grader(client: Any, tasks: list[str], settings: GradeSettings) -> Callable[[Staged], Any]:
     def grade(staged: Staged) -> Any:
         # pure=False: a rerun after a lost worker is a new task; retries are the scheduler's own (allowed-failures).
-        return client.submit(_grade_on_worker, staged, tasks, settings, pure=False,
+        return client.submit(_grade_on_worker, staged, tasks, settings.for_workers(), pure=False,
                              key=f"grade-{staged.name}-{staged.sha256[:12]}-{time.monotonic_ns()}")
 
     return grade

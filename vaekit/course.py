@@ -53,6 +53,11 @@ class SubmissionError(RuntimeError):
     """The submission breaks the required layout, limits or contract; the message is shown to the student."""
 
 
+class GradingMachineError(SubmissionError):
+    """The grading machine failed, not the hand-in (the sandbox could not start, a process could not be made): its
+    grade is not final, and a resumed batch grades it again."""
+
+
 def model_files(folder: Path) -> tuple[Path | None, Path | None]:
     """(checkpoint, hyperparameters file) of a task folder: the brief's ``epoch.pth`` and ``hyperparameters.txt``,
     else the course trainer's latest ``epoch_<N>.pth`` and ``hyperparams.json``; None where neither exists."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import json
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -34,14 +35,15 @@ def _grid(images: np.ndarray, nrow: int, pad: int = 1) -> np.ndarray:
 
 
 def save_previews(out_dir: Path, folder: str, samples: np.ndarray, labels: np.ndarray, recon: np.ndarray,
-                  originals: np.ndarray) -> None:
+                  originals: np.ndarray | None) -> None:
     """Write the sample grid and the reconstruction strip of one graded task into ``out_dir/folder`` (about
-    30 KB together), never through a link the submission left there."""
+    30 KB together), never through a link the submission left there. ``originals`` None (a hidden test set): the
+    strip shows the reconstructions alone."""
     from PIL import Image
 
     picks = np.concatenate([np.flatnonzero(labels == c)[:10] for c in range(10)])
-    for name, grid in ((SAMPLES_PNG, _grid(samples[picks], 10)),
-                       (RECON_PNG, _grid(np.concatenate([originals[:16], recon[:16]]), 16))):
+    strip = recon[:16] if originals is None else np.concatenate([originals[:16], recon[:16]])
+    for name, grid in ((SAMPLES_PNG, _grid(samples[picks], 10)), (RECON_PNG, _grid(strip, 16))):
         write_atomic(output_path(out_dir, f"{folder}/{name}"),
                      lambda p, g=grid: Image.fromarray(g).save(p, format="PNG", optimize=True))
 
@@ -64,8 +66,14 @@ COLUMNS = [  # (key, header, per task?, percent?)
 ]
 
 
-def _row(name: str, results: dict[str, dict], rel: str) -> str:
-    anchor = "sub-" + "".join(ch if ch.isalnum() else "-" for ch in name)
+def page_url(rel: str) -> str:
+    """A link from the page into an output folder: relative (``./``, so no name reads as a scheme like ``https:``)
+    and percent-encoded."""
+    return "./" + urllib.parse.quote(rel)
+
+
+def _row(index: int, name: str, results: dict[str, dict], rel: str) -> str:
+    anchor = f"sub-{index}"  # by position: unique whatever the names
     errors = [f"{t}: {r['error']}" for t, r in results.items() if r.get("error")]
     flags = [f"{t}: {f}" for t, r in results.items() for f in (r.get("flags") or [])]
     warns = [f"{t}: {w}" for t, r in results.items() for w in (r.get("warnings") or [])
@@ -90,8 +98,8 @@ def _row(name: str, results: dict[str, dict], rel: str) -> str:
             continue
         base = f"{rel}{spec.folder}/"
         imgs.append(f'<td class="img"><img loading="lazy" alt="{task} samples" '
-                    f'src="{html.escape(base + SAMPLES_PNG)}"><img loading="lazy" class="strip" '
-                    f'alt="{task} reconstructions" src="{html.escape(base + RECON_PNG)}"></td>')
+                    f'src="{html.escape(page_url(base + SAMPLES_PNG))}"><img loading="lazy" class="strip" '
+                    f'alt="{task} reconstructions" src="{html.escape(page_url(base + RECON_PNG))}"></td>')
     notes = "".join(f'<div class="err">{html.escape(e)}</div>' for e in errors)
     notes += "".join(f'<div class="flag">{html.escape(f)}</div>' for f in flags)
     notes += "".join(f'<div class="warn">{html.escape(w)}</div>' for w in warns)
@@ -99,8 +107,8 @@ def _row(name: str, results: dict[str, dict], rel: str) -> str:
             + f'<td class="notes">{notes or "–"}</td></tr>')
 
 
-def _detail(name: str, results: dict[str, dict]) -> str:
-    anchor = "sub-" + "".join(ch if ch.isalnum() else "-" for ch in name)
+def _detail(index: int, name: str, results: dict[str, dict]) -> str:
+    anchor = f"sub-{index}"
     parts = [f'<section id="{anchor}"><h2>{html.escape(name)}</h2>']
     for task, r in results.items():
         parts.append(f"<h3>{task} ({TASKS[task].folder})</h3>")
@@ -175,8 +183,8 @@ def write_page(path: Path, graded: list[tuple[str, dict[str, dict]]], rel_dirs: 
     submission's output folder (its task folders hold the preview images)."""
     counts = {s: 0 for s in ("error", "flagged", "warning", "ok")}
     rows = []
-    for (name, results), rel in zip(graded, rel_dirs):
-        row = _row(name, results, rel)
+    for i, ((name, results), rel) in enumerate(zip(graded, rel_dirs)):
+        row = _row(i, name, results, rel)
         counts[row.split('data-state="', 1)[1].split('"', 1)[0]] += 1
         rows.append(row)
     n_num = len(COLUMNS) * len(TASKS)
@@ -198,7 +206,7 @@ quarter of the points.</p>
 <table class="grades"><thead>{head}</thead><tbody>
 {"".join(rows)}
 </tbody></table>
-{"".join(_detail(name, results) for name, results in graded)}
+{"".join(_detail(i, name, results) for i, (name, results) in enumerate(graded))}
 <script>{SCRIPT}</script></body></html>
 """
     return write_atomic(output_path(path.parent, path.name), lambda p: p.write_text(doc))

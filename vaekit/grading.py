@@ -9,14 +9,17 @@ pipe and returns only ``mu``, and a decoding process that never sees a test imag
 from __future__ import annotations
 
 import hashlib
+import hmac
 import io
+import math
 import shutil
+import struct
 import tempfile
 import time
 import zipfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -25,13 +28,21 @@ import numpy as np
 
 from . import course_inference, metrics
 from .checkpoint import CheckpointError, file_sha256, library_versions, model_spec, read_hyperparameters
-from .course import MODEL_FILES, TASKS, TRAINER_HYPERPARAMETERS, SubmissionError, model_files, stale_reason
+from .course import (
+    MODEL_FILES,
+    TASKS,
+    TRAINER_HYPERPARAMETERS,
+    GradingMachineError,
+    SubmissionError,
+    model_files,
+    stale_reason,
+)
 from .gradepage import save_previews
 from .judge import Judge, npz_bytes
 from .results import error_results, round_floats, write_result
 from .sandbox import SubmissionCgroup, Worker, WorkerRun, copy_hand_in, private_copy, resolve_isolation, safe_extract
 from .scoring import course_fields, flag, score_gen, score_vae, split_fields
-from .worker import FrameReader
+from .worker import FrameReader, repeat_picks
 
 MAX_SUBMISSION_PY = 2**20  # bytes; a submission.py is a few kB
 MAX_HYPERPARAMETERS = 2**20
@@ -47,27 +58,74 @@ class GradeSettings:
     secret: str = ""  # a TA's secret mixed into the sampling seed, so no student can compute their noise
     threads: int = 1  # CPU threads of the judge and of each worker: one, as the tasks already run side by side
     isolation: str = "auto"  # auto | required | none (see sandbox.resolve_isolation)
+    derived: bool = False  # ``secret`` already holds sampling_key(secret): what a cluster's worker gets
+
+    def for_workers(self) -> GradeSettings:
+        """What a cluster's worker is sent: the secret replaced by the key derived from it, which seeds the same
+        noise but tells a worker (or whoever runs one) nothing of the secret itself."""
+        return self if self.derived else replace(self, secret=sampling_key(self.secret), derived=True)
+
+
+def sampling_key(secret: str) -> str:
+    """The key the sampling seeds are made with: an HMAC of the TA's secret (none without one)."""
+    return hmac.new(secret.encode(), b"vaekit sampling seed", "sha256").hexdigest() if secret else ""
 
 
 def sampling_seed(settings: GradeSettings, *file_hashes: str) -> int:
     """The seed of a submission's sampling noise: fixed for the same files (a regrade is byte-identical), different
     for different files, and unknowable without the TA's ``secret`` — samples cannot be tuned to the grader's noise."""
-    key = "\0".join([str(settings.seed), settings.secret, *file_hashes]).encode()
-    return int.from_bytes(hashlib.sha256(key).digest()[:4], "big") >> 1
+    key = settings.secret if settings.derived else sampling_key(settings.secret)
+    data = "\0".join([str(settings.seed), key, *file_hashes]).encode()
+    return int.from_bytes(hashlib.sha256(data).digest()[:4], "big") >> 1
 
 
 # -- the workers' replies --------------------------------------------------------------------------------
 
 
 REPLY_KEYS = {"mu", "latent_dim", "latent_dim_recorded", "course_recon", "course_samples", "course_error", "recon",
-              "samples", "repeat_difference", "warnings", "error"}
+              "samples", "repeat", "warnings", "error"}
+
+
+END_RECORD = struct.Struct("<4s4H2LH")  # a zip's end of central directory: signature, disks, counts, size, offset
+MAX_DIRECTORY = 2**16  # bytes of central directory a reply may have (a dozen entries take about 1 KiB)
+MAX_WARNINGS = 20  # warnings a reply may carry; each is cut to 500 characters
+
+
+def _reply_layout(data: bytes) -> None:
+    """The reply zip's end record, read before anything else: no comment, one disk, at most one entry per known
+    name, a small central directory right before the record (so the directory the zip reader then parses is
+    bounded, whatever the reply declares)."""
+    if len(data) < END_RECORD.size:
+        raise SubmissionError("the submission's process sent back a reply the grader does not read.")
+    sig, disk, cd_disk, n_disk, n_total, cd_size, cd_offset, comment = END_RECORD.unpack(data[-END_RECORD.size:])
+    if (sig != b"PK\x05\x06" or disk or cd_disk or comment or n_disk != n_total or n_total > len(REPLY_KEYS)
+            or cd_size > MAX_DIRECTORY or cd_offset + cd_size != len(data) - END_RECORD.size):
+        raise SubmissionError("the submission's process sent back a reply the grader does not read.")
+
+
+def _check_array_header(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> None:
+    """An entry's ``.npy`` header, read before the array: a known format, no objects, a non-zero item size, and
+    exactly as many bytes as its shape declares (so loading it allocates no more than the reply already holds)."""
+    fmt = np.lib.format
+    with zf.open(info) as f:
+        version = fmt.read_magic(f)
+        if version not in ((1, 0), (2, 0)):
+            raise SubmissionError("the submission's process sent back an array in a format the grader does not read.")
+        read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+        shape, _, dtype = read(f)
+        header = f.tell()
+    if dtype.hasobject or dtype.itemsize == 0 or math.prod(shape) * dtype.itemsize != info.file_size - header:
+        raise SubmissionError(f"the submission's process sent back {info.filename} with a shape or type its bytes do "
+                              "not hold.")
 
 
 def read_reply(data: bytes) -> dict[str, np.ndarray]:
-    """A worker's ``.npz`` reply, its layout checked before anything is inflated or loaded: known names only, each
-    stored uncompressed (so nothing inflates past the ``MAX_OUTPUT_BYTES`` already read), no pickled objects."""
+    """A worker's ``.npz`` reply, its layout checked before anything is inflated or loaded: the end record first
+    (``_reply_layout``), known names only, each stored uncompressed (so nothing inflates past the
+    ``MAX_OUTPUT_BYTES`` already read), each array's header matching its bytes, no pickled objects."""
     if not data:
         raise SubmissionError("the submission's process sent back an empty reply.")
+    _reply_layout(data)
     with zipfile.ZipFile(io.BytesIO(data)) as zf:
         infos = zf.infolist()
         names = [i.filename.removesuffix(".npy") for i in infos]
@@ -75,8 +133,21 @@ def read_reply(data: bytes) -> dict[str, np.ndarray]:
             raise SubmissionError("the submission's process sent back a reply the grader does not read.")
         if any(i.compress_type != zipfile.ZIP_STORED or i.file_size != i.compress_size for i in infos):
             raise SubmissionError("the submission's process sent back a compressed reply; the grader refuses it.")
+        for info in infos:
+            _check_array_header(zf, info)
     with np.load(io.BytesIO(data), allow_pickle=False) as f:
         return {k: f[k] for k in f.files}
+
+
+def reply_warnings(out: dict[str, np.ndarray]) -> list[str]:
+    """The worker's warnings: a 1-D string array of at most ``MAX_WARNINGS``, checked before it is iterated."""
+    w = out.get("warnings")
+    if w is None:
+        return []
+    if w.ndim != 1 or w.dtype.kind != "U" or len(w) > MAX_WARNINGS:
+        raise SubmissionError(f"the worker returned warnings as {w.dtype} {w.shape}, not at most {MAX_WARNINGS} "
+                              "strings.")
+    return [str(x)[:500] for x in w]
 
 
 def task_reply(payload: bytes, what: str) -> dict[str, np.ndarray]:
@@ -101,13 +172,6 @@ def stage_failure(run: WorkerRun, what: str, timeout: float) -> str:
         return f"the submission's process sent back more than the grader accepts while {what}."
     how = f"killed by signal {-run.returncode}" if run.returncode < 0 else f"exit status {run.returncode}"
     return f"the submission's process died while {what} ({how}): {run.stderr_tail}"[:1500]
-
-
-def _float(out: dict[str, np.ndarray], key: str) -> float:
-    a = out.get(key)
-    if not isinstance(a, np.ndarray) or a.shape != () or a.dtype != np.float64:
-        raise SubmissionError(f"the worker returned no float {key}.")
-    return float(a)
 
 
 def _int(out: dict[str, np.ndarray], key: str) -> int:
@@ -207,14 +271,15 @@ class StageClock:
 
 def run_stage(mode: str, first: Worker, start: Callable[[list[str]], Worker], request: Callable[[list[str]], bytes],
               tasks: list[str], budgets: dict[str, float], timeout: float
-              ) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, str], dict[str, float]]:
+              ) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, str], dict[str, float], set[str]]:
     """Run one stage (``encode`` or ``decode``) for ``tasks`` in one process, in order; returns (replies, errors,
-    seconds spent) per task. A task that hangs, dies or floods has the error; the tasks after it get a fresh process,
-    so one task's failure never costs the other its grade."""
+    seconds spent) per task and the tasks that timed out. A task that hangs, dies or floods has the error; the tasks
+    after it get a fresh process, so one task's failure never costs the other its grade."""
     what = {"encode": "encoding the test images", "decode": "decoding"}[mode]
     replies: dict[str, dict[str, np.ndarray]] = {}
     errors: dict[str, str] = {}
     spent: dict[str, float] = {}
+    timed_out: set[str] = set()
     remaining, worker = list(tasks), first
     while remaining:
         clock = StageClock(remaining, budgets)
@@ -224,6 +289,8 @@ def run_stage(mode: str, first: Worker, start: Callable[[list[str]], Worker], re
             spent[task] = clock.spent.get(task, time.monotonic() - clock.since)
             if task not in clock.replies:
                 errors[task] = stage_failure(run, what, timeout)
+                if run.timed_out:  # a hang, or a machine too busy: not a verdict (is_final)
+                    timed_out.add(task)
                 remaining = remaining[i + 1:]
                 break
             try:
@@ -234,13 +301,13 @@ def run_stage(mode: str, first: Worker, start: Callable[[list[str]], Worker], re
             remaining = []
         if remaining:
             worker = start(remaining)
-    return replies, errors, spent
+    return replies, errors, spent, timed_out
 
 
 def grade_tasks(judge: Judge, root: Path, tasks: list[str], work: Path, settings: GradeSettings, isolation: str,
                 cgroup: SubmissionCgroup | None, preview_dir: Path) -> dict[str, dict[str, Any]]:
     """Grade the tasks of one submission: one encoding process for all of them, then — once it has exited — one
-    decoding process that never saw a test image, then the scores here."""
+    decoding process per task that never saw a test image nor another task's codes, then the scores here."""
     t0 = time.perf_counter()
     prepared: dict[str, Prepared] = {}
     errors: dict[str, str] = {}
@@ -253,6 +320,7 @@ def grade_tasks(judge: Judge, root: Path, tasks: list[str], work: Path, settings
             errors[task] = f"could not read the task's files: {e}"
     ok = [t for t in tasks if t in prepared]
     timing: dict[str, dict[str, float]] = {t: {} for t in tasks}
+    machine: set[str] = set()  # tasks that failed for the machine's sake (timed out)
     enc: dict[str, dict[str, np.ndarray]] = {}
     dec: dict[str, dict[str, np.ndarray]] = {}
     if ok:
@@ -262,14 +330,18 @@ def grade_tasks(judge: Judge, root: Path, tasks: list[str], work: Path, settings
 
         def worker(mode: str, names: list[str]) -> Worker:
             specs = [{"task": t, "seed": prepared[t].seed} for t in names]
-            return Worker(mode, {**job, "tasks": specs}, files[mode], isolation, settings.threads, cgroup)
+            try:
+                return Worker(mode, {**job, "tasks": specs}, files[mode], isolation, settings.threads, cgroup)
+            except OSError as e:
+                raise GradingMachineError(f"a grading process could not start ({e}).") from e
 
-        # Both processes start now and import torch side by side; the decoder runs no student code before its input.
+        # The processes start now and import torch side by side; a decoder runs no student code before its input.
+        # One decoder per task: each gets its own task's codes only (a code carries what latent_dim numbers carry).
         workers = {"encode": worker("encode", ok)}
         try:
-            workers["decode"] = worker("decode", ok)
+            workers.update({f"decode {t}": worker("decode", [t]) for t in ok})
             budgets = {t: settings.timeout for t in ok}
-            enc, enc_errors, spent = run_stage("encode", workers["encode"], partial(worker, "encode"),
+            enc, enc_errors, spent, machine = run_stage("encode", workers["encode"], partial(worker, "encode"),
                                                lambda names: stage_request(names, x=judge.test_u8, y=judge.test_y),
                                                ok, budgets, settings.timeout)
             errors.update(enc_errors)
@@ -282,22 +354,23 @@ def grade_tasks(judge: Judge, root: Path, tasks: list[str], work: Path, settings
                     errors[t] = str(e)
             for t in enc_errors:
                 timing[t]["encode_s"] = round(spent[t], 2)
-            todo = [t for t in ok if t in mus]
-            if todo:  # the encoder has exited (run_stage waits for it): only now does any decoder get input
-                left = {t: max(1.0, settings.timeout - spent[t]) for t in todo}
-                codes = lambda names: stage_request(names, y=judge.test_y, **{f"{t}.mu": mus[t] for t in names})  # noqa: E731
-                dec, dec_errors, spent = run_stage("decode", workers["decode"], partial(worker, "decode"), codes, todo,
-                                                   left, settings.timeout)
+            # The encoder has exited (run_stage waits for it): only now does any decoder get input.
+            for t in (t for t in ok if t in mus):
+                codes = lambda names, t=t: stage_request(names, y=judge.test_y, **{f"{t}.mu": mus[t]})  # noqa: E731
+                replies, dec_errors, dec_spent, late = run_stage(
+                    "decode", workers[f"decode {t}"], partial(worker, "decode"), codes, [t],
+                    {t: max(1.0, settings.timeout - spent[t])}, settings.timeout)
+                machine |= late
+                dec.update(replies)
                 errors.update(dec_errors)
-                for t in todo:
-                    timing[t]["decode_s"] = round(spent[t], 2)
+                timing[t]["decode_s"] = round(dec_spent[t], 2)
         finally:
             for w in workers.values():
                 w.kill()
     # The tasks are scored side by side: the two cores stay busy.
     with ThreadPoolExecutor(max(1, len(tasks))) as pool:
         futures = {t: pool.submit(score_task, judge, t, prepared.get(t), enc.get(t), dec.get(t), errors.get(t),
-                                  settings, isolation, cgroup, preview_dir) for t in tasks}
+                                  settings, isolation, cgroup, preview_dir, t in machine) for t in tasks}
         results = {t: f.result() for t, f in futures.items()}
     for t, r in results.items():
         r["timing"] = {**timing[t], "total_s": round(time.perf_counter() - t0, 2)}
@@ -317,6 +390,15 @@ def check_codes(enc: dict[str, np.ndarray], n: int) -> np.ndarray:
     return mu
 
 
+def repeat_difference(dec: dict[str, np.ndarray], recon: np.ndarray, samples: np.ndarray) -> float:
+    """Mean gray levels between the images graded and the same codes and noise decoded once more (a deterministic
+    decoder: 0), computed here from both, to three decimals (float noise between batch sizes reads 0)."""
+    n, pick = repeat_picks(len(recon), len(samples))
+    again = _array(dec, "repeat", (n + len(pick), 28, 28), np.uint8).astype(np.int16)
+    first = np.concatenate([recon[:n], samples[pick.numpy()]]).astype(np.int16)
+    return round(float(np.abs(again - first).mean()), 3)
+
+
 def builds_nothing(error: str, class_name: str) -> bool:
     """The error says the submission could not rebuild the folder's model: its constructor refused the recorded
     arguments (``course.build_model``), the weights do not fit (``checkpoint.load_weights``), or the class is gone."""
@@ -326,14 +408,16 @@ def builds_nothing(error: str, class_name: str) -> bool:
 
 def score_task(judge: Judge, task: str, prepared: Prepared | None, enc: dict[str, np.ndarray] | None,
                dec: dict[str, np.ndarray] | None, error: str | None, settings: GradeSettings, isolation: str,
-               cgroup: SubmissionCgroup | None, preview_dir: Path | None) -> dict[str, Any]:
-    """One task's result from its workers' replies (or the error that stopped it); never raises."""
+               cgroup: SubmissionCgroup | None, preview_dir: Path | None, machine: bool = False) -> dict[str, Any]:
+    """One task's result from its workers' replies (or the error that stopped it; ``machine``: for the grading
+    machine's sake, recorded as ``machine_failure``); never raises."""
     spec = TASKS[task]
     result: dict[str, Any] = {"task": task, "folder": spec.folder, "isolation": isolation, "max_score": spec.max_score}
     settings_rec = {"seed": settings.seed, "samples_per_label": settings.per_label,
                     "course_replay": {"seed": course_inference.SEED, "batch_size": course_inference.BATCH_SIZE,
                                       "samples_per_digit": course_inference.SAMPLES_PER_DIGIT[task]},
-                    "n_reconstructions": len(judge.test), "test_sha256": judge.test_sha256,
+                    "n_reconstructions": len(judge.test),
+                    **({"test_set": "hidden"} if judge.hidden else {"test_sha256": judge.test_sha256}),
                     "classifier_sha256": judge.classifier_sha256, "versions": library_versions()}
     if prepared is not None:
         settings_rec["epoch_sha256"] = prepared.epoch_sha256  # lets pack.py spot a stale grade
@@ -353,7 +437,7 @@ def score_task(judge: Judge, task: str, prepared: Prepared | None, enc: dict[str
         labels = np.repeat(np.arange(10), settings.per_label)
         recon = _array(dec, "recon", judge.test_u8.shape, np.uint8)
         samples = _array(dec, "samples", (len(labels), 28, 28), np.uint8)
-        warnings = [str(w)[:500] for w in dec.get("warnings", np.array([], dtype=np.str_))][:20]
+        warnings = reply_warnings(dec)
         recorded = _int(enc, "latent_dim_recorded")
         names = prepared.files
         if recorded >= 0:
@@ -375,7 +459,7 @@ def score_task(judge: Judge, task: str, prepared: Prepared | None, enc: dict[str
             error = scored["course_error"]  # the course's own harness fails here: its score is 0 (metrics kept)
         elif scored["course_error"]:
             warnings.append(scored["course_error"])  # a VAE whose samples fail keeps its reconstruction score
-        scored["repeat_difference"] = _float(dec, "repeat_difference")
+        scored["repeat_difference"] = repeat_difference(dec, recon, samples)
         scored["task"] = task  # the fid factor's curve is the task's
         result.update(scored)
         result["model_class"] = prepared.class_name
@@ -385,13 +469,15 @@ def score_task(judge: Judge, task: str, prepared: Prepared | None, enc: dict[str
         result["fair_score"] = metrics.fair_score(scored)
         result["warnings"] = warnings + result["flags"]
         if preview_dir is not None:
-            save_previews(preview_dir, spec.folder, samples, labels, recon, judge.test_u8)
+            save_previews(preview_dir, spec.folder, samples, labels, recon, None if judge.hidden else judge.test_u8)
     except (SubmissionError, CheckpointError) as e:
         error = str(e)
     except Exception as e:  # noqa: BLE001 - a grader bug must still not kill the batch
         error = f"grader error while scoring: {type(e).__name__}: {e}"
     if error is not None:
         result.update({"error": error, "score": 0.0, "fair_score": 0.0})
+        if machine:
+            result["machine_failure"] = True
     else:
         result["error"] = None
     result["settings"] = settings_rec
@@ -428,7 +514,7 @@ def grade_submission(judge: Judge, submission: Path, out_dir: Path, tasks: list[
     except Exception as e:  # noqa: BLE001 - one hand-in never stops a batch: whatever reading it raised is its error
         error = str(e) if isinstance(e, SubmissionError) else (
             f"the submission could not be read ({type(e).__name__}: {str(e)[:300]}).")
-        results.update(error_results(tasks, error))
+        results.update(error_results(tasks, error, machine=isinstance(e, GradingMachineError)))
     finally:
         if cgroup is not None:
             cgroup.close()

@@ -32,6 +32,8 @@ class Judge:
         self.classifier, self.classifier_sha256 = load_classifier(classifier)
         self.test = load_test_data(test_data)
         self.test_sha256 = dataset_sha256(self.test)
+        # A TA's hidden test set (--test-data): what a student sees of it is their model's outputs, nothing more.
+        self.hidden = test_data is not None
         self.test_u8 = metrics.quantize(self.test.x)
         self.test_y = self.test.y.numpy()
         self.test_feats = self._cached_features(self.test)

@@ -25,10 +25,11 @@ def is_checkout(folder: Path) -> bool:
 
 
 def script_checkout() -> Path | None:
-    """The checkout holding the script this interpreter runs (``__main__``'s file, up to two folders down: a top-level
-    script, ``report/build.py``, ``bench/cheats/x.py``); None for anything else (pytest, ``python -c``)."""
+    """The checkout holding the Python script this interpreter runs (``__main__``'s ``.py`` file, up to two folders
+    down: a top-level script, ``report/build.py``, ``bench/cheats/x.py``); None for anything else (pytest,
+    ``python -c``, a venv's console script such as ``dask``)."""
     main = getattr(sys.modules.get("__main__"), "__file__", None)
-    if not main:
+    if not main or not main.endswith(".py"):
         return None
     return next((p for p in Path(main).resolve().parents[:3] if is_checkout(p)), None)
 

@@ -35,7 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .course import MODEL_FILES, TASKS, TRAINER_HYPERPARAMETERS, SubmissionError
+from .course import MODEL_FILES, TASKS, TRAINER_HYPERPARAMETERS, GradingMachineError, SubmissionError
 from .paths import PACKAGE_DIR
 
 MAX_ZIP_BYTES = 200 * 2**20  # uncompressed total; a real submission is about 15 MB
@@ -45,6 +45,8 @@ MAX_OUTPUT_BYTES = 256 * 2**20  # what a worker may send back (10 000 + 10 000 i
 POLL_S = 0.05  # how often a running worker's output and time are looked at
 TMPFS_BYTES = 256 * 2**20  # the sandbox's private /tmp
 SHM_BYTES = 16 * 2**20  # its /dev/shm (Python's multiprocessing needs one; nothing the grader runs does)
+TMPFS_INODES = 16384  # files and folders /tmp may hold (as root; elsewhere the memory cgroup counts their memory)
+SHM_INODES = 1024
 SANDBOX_DIR = "/submission"  # where the private copy of the submission appears inside the sandbox
 ISOLATION_MODES = ("auto", "required", "none")
 
@@ -236,11 +238,14 @@ MAX_PIDS = 256  # processes and threads of one submission, all its sandboxes tog
 
 class SubmissionCgroup:
     """One control group for everything a submission starts: one memory cap and one process count for all its
-    sandboxed processes together (each process's own address-space cap would multiply with every fork).
+    sandboxed processes together (each process's own address-space cap would multiply with every fork), and one CPU
+    share: submissions graded side by side get equal CPU time under contention, however many threads one runs, so
+    a busy hand-in cannot starve a neighbour into a timeout.
 
-    Made where this process may write one: cgroup v1's memory and pids hierarchies (a container run as root), or
-    cgroup v2 where its own group delegates both controllers. Elsewhere ``paths`` is empty and the per-process
-    caps stand alone (``kind`` says which), with the per-sandbox process count the worker sets.
+    Made where this process may write one: cgroup v1's memory and pids hierarchies (a container run as root; the
+    cpu hierarchy too where it is there), or cgroup v2 where its own group delegates memory and pids (and cpu).
+    Elsewhere ``paths`` is empty and the per-process caps stand alone (``kind`` says which), with the per-sandbox
+    process count the worker sets.
     """
 
     def __init__(self, memory_bytes: int, max_pids: int = MAX_PIDS):
@@ -277,6 +282,8 @@ class SubmissionCgroup:
 
 
 _cgroup_ids = itertools.count()
+CPU_SHARES = 1024  # cgroup v1: every submission's group the same (the kernel's default weight, said explicitly)
+CPU_WEIGHT = 100  # cgroup v2: the same
 
 
 def _cgroup_parents(memory_bytes: int, max_pids: int) -> list[tuple[Path, dict[str, int]]]:
@@ -291,6 +298,8 @@ def _cgroup_parents(memory_bytes: int, max_pids: int) -> list[tuple[Path, dict[s
     if (CGROUP_ROOT / "memory").is_dir() and (CGROUP_ROOT / "pids").is_dir() and "memory" in own and "pids" in own:
         parents = [(CGROUP_ROOT / "memory" / own["memory"], {"memory.limit_in_bytes": memory_bytes}),
                    (CGROUP_ROOT / "pids" / own["pids"], {"pids.max": max_pids})]
+        if (CGROUP_ROOT / "cpu").is_dir() and "cpu" in own:  # sibling groups share the CPU by equal cpu.shares
+            parents.append((CGROUP_ROOT / "cpu" / own["cpu"], {"cpu.shares": CPU_SHARES}))
     elif "unified" in own and (CGROUP_ROOT / "cgroup.controllers").is_file():
         folder = CGROUP_ROOT / own["unified"]
         try:
@@ -299,7 +308,8 @@ def _cgroup_parents(memory_bytes: int, max_pids: int) -> list[tuple[Path, dict[s
             return []
         if not {"memory", "pids"} <= set(delegated):
             return []
-        parents = [(folder, {"memory.max": memory_bytes, "memory.swap.max": 0, "pids.max": max_pids})]
+        limits = {"memory.max": memory_bytes, "memory.swap.max": 0, "pids.max": max_pids}
+        parents = [(folder, {**limits, **({"cpu.weight": CPU_WEIGHT} if "cpu" in delegated else {})})]
     else:
         return []
     return [(folder, limits) for folder, limits in parents if os.access(folder, os.W_OK)]
@@ -327,6 +337,7 @@ class SandboxCommand:
         binds += _runtime_paths()
         binds.append((str(files_dir), SANDBOX_DIR))
         self.stage: Path | None = None
+        self.scratch: dict[str, str] = {}  # /tmp, /dev/shm -> a tmpfs mounted for them with an inode cap (as root)
         joins = [f"echo $$ > {shlex.quote(f)}" for f in (cgroup.procs if cgroup else [])]
         prefix: list[str] = []
         if os.geteuid() == 0:
@@ -334,7 +345,7 @@ class SandboxCommand:
         elif joins:
             prefix = [shutil.which("sh") or "/bin/sh", "-c", "\n".join(["set -e", *joins, 'exec "$@"']),
                       "vaekit-sandbox"]
-        self.argv = prefix + _bwrap_args(binds, threads) + command
+        self.argv = prefix + _bwrap_args(binds, threads, self.scratch) + command
 
     def _drop_root(self, binds: list[tuple[str, str]], joins: list[str]) -> tuple[list[tuple[str, str]], list[str]]:
         tools = {name: shutil.which(name) for name in ("unshare", "setpriv", "mount", "sh")}
@@ -352,6 +363,14 @@ class SandboxCommand:
             point.mkdir() if os.path.isdir(src) else point.touch()
             mounts.append(f"{tools['mount']} --rbind -- {shlex.quote(src)} {shlex.quote(str(point))}")
             staged.append((str(point), dest))
+        # The writable tmpfs mounts, made here with an inode cap too (bubblewrap's own --tmpfs takes only a size): a
+        # million empty files would otherwise cost kernel memory no size cap counts.
+        for dest, size, inodes in (("/tmp", TMPFS_BYTES, TMPFS_INODES), ("/dev/shm", SHM_BYTES, SHM_INODES)):
+            point = self.stage / dest.strip("/").replace("/", "-")
+            point.mkdir()
+            mounts.append(f"{tools['mount']} -t tmpfs -o size={size},nr_inodes={inodes},mode=1777 vaekit-scratch "
+                          f"{shlex.quote(str(point))}")
+            self.scratch[dest] = str(point)
         mounts.append(f'exec {tools["setpriv"]} --reuid={NOBODY} --regid={NOBODY} --clear-groups -- "$@"')
         prefix = [tools["unshare"], "--mount", "--propagation", "private", "--", tools["sh"], "-c",
                   "\n".join(mounts), "vaekit-sandbox"]
@@ -370,12 +389,18 @@ class SandboxCommand:
         self.close()
 
 
-def _bwrap_args(binds: list[tuple[str, str]], threads: int) -> list[str]:
-    """bubblewrap's arguments: the ``(source, destination)`` read-only binds, the last one the submission's files."""
+def _bwrap_args(binds: list[tuple[str, str]], threads: int, scratch: dict[str, str] | None = None) -> list[str]:
+    """bubblewrap's arguments: the ``(source, destination)`` read-only binds, the last one the submission's files;
+    ``scratch``: tmpfs mounts made for ``/tmp`` and ``/dev/shm`` (with an inode cap), else bubblewrap's own."""
+    scratch = scratch or {}
+
+    def writable(dest: str, size: int) -> list[str]:
+        return ["--bind", scratch[dest], dest] if dest in scratch else ["--size", str(size), "--tmpfs", dest]
+
     cmd = [bwrap_binary() or "bwrap", "--unshare-all", "--unshare-user", "--uid", str(NOBODY), "--gid", str(NOBODY),
            "--disable-userns", "--die-with-parent", "--new-session", "--cap-drop", "ALL", "--hostname", "sandbox"]
     # The private /tmp first: a runtime bound later under /tmp (a checkout in /tmp) stays visible on top of it.
-    cmd += ["--size", str(TMPFS_BYTES), "--tmpfs", "/tmp"]
+    cmd += writable("/tmp", TMPFS_BYTES)
     for top in SYSTEM_DIRS:
         if os.path.islink(top):
             cmd += ["--symlink", os.readlink(top), top]
@@ -385,7 +410,7 @@ def _bwrap_args(binds: list[tuple[str, str]], threads: int) -> list[str]:
     if assets.is_dir():
         cmd += ["--tmpfs", str(assets)]
     # Everything it can write is a size-capped tmpfs: /tmp and /dev/shm; the root, /dev and its files read-only.
-    cmd += ["--proc", "/proc", "--dev", "/dev", "--size", str(SHM_BYTES), "--tmpfs", "/dev/shm",
+    cmd += ["--proc", "/proc", "--dev", "/dev", *writable("/dev/shm", SHM_BYTES),
             "--ro-bind", binds[-1][0], SANDBOX_DIR, "--remount-ro", "/dev", "--remount-ro", "/", "--chdir", "/tmp",
             "--clearenv"]
     for key, value in worker_env("/tmp", threads).items():
@@ -446,7 +471,7 @@ def resolve_isolation(mode: str) -> tuple[str, str | None]:
     if reason is None:
         return "bubblewrap", None
     if mode == "required":
-        raise SubmissionError(f"--isolation required, but {reason}; nothing of the submission was run.")
+        raise GradingMachineError(f"--isolation required, but {reason}; nothing of the submission was run.")
     return "none", (f"the submission's code ran without OS isolation ({reason}): it could read the grader's "
                     "files, the test images included, and write where the grader can. Grade with "
                     "--isolation required on Linux when the marks count.")

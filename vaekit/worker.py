@@ -37,6 +37,7 @@ from . import course_inference
 from .checkpoint import CheckpointError, load_checkpoint, read_hyperparameters
 from .course import TASKS, SubmissionError, load_model, load_submission
 from .generation import decode_codes, decode_noise, encode_means, fast_layout, quantize, sample_noise
+from .sandbox import MAX_OUTPUT_BYTES
 
 REPEAT = 100  # reconstructions and samples decoded twice
 MAX_TASKS = 64  # processes and threads the submission may have at once (torch with 2 threads uses about 10)
@@ -103,15 +104,18 @@ def run_job(mode: str, job: dict, model: torch.nn.Module, hp: dict, sub,
     z = sample_noise(len(labels), latent_dim, job["seed"])
     samples = _run(mode, "sampling decode(z, labels)", lambda: decode_noise(model, z, labels))
     samples = check_images(samples, "samples", warnings)
-    # The same codes and noise once more, in one batch: a deterministic decoder gives the same images.
-    n = min(REPEAT, len(mu))
-    pick = torch.linspace(0, len(labels) - 1, n).long()
+    # The same codes and noise once more, in one batch (``repeat_picks``): the grader compares them with the first.
+    n, pick = repeat_picks(len(mu), len(labels))
     again = _run(mode, "decoding a second time", lambda: torch.cat([decode_codes(model, mu[:n], y[:n]),
                                                                     decode_noise(model, z[pick], labels[pick])]))
-    first = torch.cat([recon[:n], samples[pick]])
-    repeat = float((check_images(again, "repeated decodes", []) - first).abs().mean() * 255)
     return {"recon": quantize(recon), "samples": quantize(samples), "warnings": np.array(warnings, dtype=np.str_),
-            "repeat_difference": np.float64(repeat), **sizes}
+            "repeat": quantize(check_images(again, "repeated decodes", [])), **sizes}
+
+
+def repeat_picks(n_codes: int, n_samples: int) -> tuple[int, torch.Tensor]:
+    """What is decoded twice: the first ``n`` reconstructions and ``n`` samples spread over the digits."""
+    n = min(REPEAT, n_codes)
+    return n, torch.linspace(0, n_samples - 1, n).long()
 
 
 def run_task(mode: str, job: dict, request: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -151,6 +155,7 @@ def main() -> None:
 
 FRAME_KINDS = ("start", "done")
 MAX_HEADER = 64
+MAX_FRAME = MAX_OUTPUT_BYTES  # bytes of one reply: no more than the grader reads of a process's whole output
 
 
 def write_frame(out, kind: str, task: str, payload: bytes = b"") -> None:
@@ -162,13 +167,16 @@ def write_frame(out, kind: str, task: str, payload: bytes = b"") -> None:
 class FrameReader:
     """Reads a worker's frames as its output grows: ``start`` then ``done`` for each task of ``tasks``, in that order.
     The submission runs in the process and may write anything to it; whatever breaks that sequence (a forged frame, a
-    half-written header) ends the reading for good, and the task then on gets the process's failure."""
+    half-written header, a frame declared larger than ``MAX_FRAME``) ends the reading for good, and the task then on
+    gets the process's failure. New bytes are appended in place: a byte at a time costs the grader no more than a
+    frame at once."""
 
     def __init__(self, tasks: list[str]):
         self.expected = [(kind, task) for task in tasks for kind in FRAME_KINDS]
-        self.buf = b""
+        self.buf = bytearray()
         self.seen = 0
         self.broken = False
+        self.need = 1  # bytes the buffer must hold before the next frame can be complete
 
     def feed(self, chunks: list[bytes]) -> list[tuple[str, str, bytes]]:
         """The frames completed by ``chunks[self.seen:]`` (the list a drain thread appends to)."""
@@ -176,25 +184,29 @@ class FrameReader:
         self.seen += len(new)
         if self.broken:
             return []
-        self.buf += b"".join(new)
+        for chunk in new:
+            self.buf += chunk  # a bytearray grows in place
         frames = []
-        while self.expected:
+        while self.expected and len(self.buf) >= self.need:
             end = self.buf.find(b"\n", 0, MAX_HEADER)
             if end < 0:
                 self.broken = len(self.buf) >= MAX_HEADER
                 return frames
             kind, task = self.expected[0]
             head = f"{kind} {task} ".encode()
-            size = self.buf[len(head):end]
-            if not self.buf.startswith(head) or not size.isdigit() or (kind == "start" and size != b"0"):
+            size = bytes(self.buf[len(head):end])
+            if (not self.buf.startswith(head) or not size.isdigit() or len(size) > 12 or int(size) > MAX_FRAME
+                    or (kind == "start" and size != b"0")):
                 self.broken = True
                 return frames
-            if len(self.buf) < end + 1 + int(size):
+            self.need = end + 1 + int(size)
+            if len(self.buf) < self.need:
                 return frames
-            frames.append((kind, task, self.buf[end + 1:end + 1 + int(size)]))
-            self.buf = self.buf[end + 1 + int(size):]
+            frames.append((kind, task, bytes(self.buf[end + 1:self.need])))
+            del self.buf[:self.need]
+            self.need = 1
             self.expected.pop(0)
-        self.broken = bool(self.buf)  # anything after the last task's reply is not the grader's
+        self.broken = bool(self.buf) and not self.expected  # anything after the last task's reply is not the grader's
         return frames
 
 
