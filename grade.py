@@ -26,11 +26,10 @@ import os
 import sys
 from pathlib import Path
 
-from vaekit.batch import connect, dask_grader, local_grader, prepare_cluster, run_batch, settings_key, test_set_sha256
+from vaekit.batch import local_grader, run_batch, settings_key, test_set_sha256
 from vaekit.checkpoint import CheckpointError
 from vaekit.classifier import load_classifier
 from vaekit.cli import HelpFormatter
-from vaekit.cluster import security
 from vaekit.course import TASKS, SubmissionError
 from vaekit.data import DataError
 from vaekit.escape import terminal_text
@@ -86,6 +85,8 @@ def grade_batch(p: argparse.ArgumentParser, args: argparse.Namespace, settings: 
             slots = args.jobs
         else:
             from distributed import KilledWorker
+
+            from vaekit.cluster import connect, dask_grader, prepare_cluster, security
 
             client = connect(args.scheduler, security(args.tls) if args.tls else None)
             prepare_cluster(client, args.test_data, args.classifier, settings)

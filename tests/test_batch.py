@@ -206,7 +206,8 @@ def test_only_holders_of_the_clusters_certificates_join_or_connect(root, good, s
 
 
 def test_a_worker_receives_a_key_derived_from_the_secret_not_the_secret():
-    from vaekit.batch import Staged, dask_grader
+    from vaekit.batch import Staged
+    from vaekit.cluster import dask_grader
     from vaekit.grading import GradeSettings, sampling_seed
 
     sent = []

@@ -235,3 +235,10 @@ def test_the_report_describes_a_template_model_and_refuses_folders_of_another_fi
     shutil.copy(root / "submission.py", base / "submission.py")
     r = build(root, "--results-dir", base, "--student", base / "student.toml", "--out", base / "report.pdf")
     assert r.returncode == 1 and "was trained from another submission.py" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_students_grade_py_imports_no_dask(root):
+    """Only a TA's --scheduler needs Dask (vaekit.cluster); the student's grade.py, batch included, never loads it."""
+    code = ("import sys, grade; from vaekit import batch; "
+            "sys.exit(int('distributed' in sys.modules or 'dask' in sys.modules))")
+    assert subprocess.run([sys.executable, "-c", code], cwd=root).returncode == 0

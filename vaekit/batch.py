@@ -7,10 +7,11 @@ not graded again (an interrupted batch resumes; a late or changed hand-in is gra
 grades all.
 
 The staged zip then goes to a grader: a thread of this process (``--scheduler local``) or one task on a Dask
-cluster, where each worker builds the judge once (``JudgePlugin``: the test set and the classifier travel once per
-worker, not once per task) and runs the submission's sandbox itself. Either way the grader returns the task results
-and the files it wrote, and only this process writes them, with the CSV and the page. A worker that dies mid-task has
-its submission graded elsewhere (Dask retries it); one that dies on every try leaves an error row.
+cluster (``vaekit.cluster``, imported only then), where each worker builds the judge once (the test set and the
+classifier travel once per worker, not once per task) and runs the submission's sandbox itself. Either way the grader
+returns the task results and the files it wrote, and only this process writes them, with the CSV and the page. A
+worker that dies mid-task has its submission graded elsewhere (Dask retries it); one that dies on every try leaves an
+error row.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ import json
 import shutil
 import sys
 import tempfile
-import threading
 import time
 import zipfile
 from collections.abc import Callable, Iterator
@@ -29,9 +29,6 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
-
-import numpy as np
-from distributed import WorkerPlugin
 
 from .course import TASKS, SubmissionError
 from .data import dataset_sha256, load_test_data
@@ -44,8 +41,6 @@ from .results import error_results, is_final, write_result
 from .sandbox import MAX_ZIP_BYTES, copy_hand_in
 
 KEY_FILE = ".grade_key"  # in each submission's output folder, written last: its results are complete
-PLUGIN = "vaekit-judge"
-CONNECT_TIMEOUT = 10  # seconds to reach a scheduler
 
 
 @dataclass
@@ -107,90 +102,6 @@ def grade_staged(judge: Judge, staged: Staged, tasks: list[str], settings: Grade
         files = {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*"))
                  if p.is_file() and not p.is_symlink()}
     return results, files
-
-
-# -- Dask ---------------------------------------------------------------------------------------------
-
-
-class JudgePlugin(WorkerPlugin):
-    """Builds the judge once per worker, on its first submission, from the test set and classifier it carries (sent
-    to each worker once, with the plugin)."""
-
-    name = PLUGIN
-
-    def __init__(self, test_npz: bytes | None, classifier: bytes | None, threads: int):
-        self.test_npz, self.classifier, self.threads = test_npz, classifier, threads
-
-    def setup(self, worker: Any = None) -> None:
-        self.folder = Path(tempfile.mkdtemp(prefix="vaekit-judge-"))
-        self._judge: Judge | None = None
-        self._lock = threading.Lock()
-
-    def teardown(self, worker: Any = None) -> None:
-        shutil.rmtree(self.folder, ignore_errors=True)
-
-    def judge(self) -> Judge:
-        with self._lock:
-            if self._judge is None:
-                test = classifier = None
-                if self.test_npz is not None:
-                    test = self.folder / "test.npz"
-                    test.write_bytes(self.test_npz)
-                if self.classifier is not None:
-                    classifier = self.folder / "classifier.pt"
-                    classifier.write_bytes(self.classifier)
-                self._judge = Judge(str(test) if test else None, str(classifier) if classifier else None,
-                                    threads=self.threads)
-            return self._judge
-
-
-def _grade_on_worker(staged: Staged, tasks: list[str], settings: GradeSettings
-                     ) -> tuple[dict[str, dict[str, Any]], dict[str, bytes]]:
-    from distributed import get_worker
-
-    return grade_staged(get_worker().plugins[PLUGIN].judge(), staged, tasks, settings)
-
-
-def _isolation_of_worker(mode: str) -> str | None:
-    from .sandbox import resolve_isolation
-
-    try:
-        resolve_isolation(mode)
-    except SubmissionError as e:
-        return str(e)
-    return None
-
-
-def connect(address: str, security: Any = None) -> Any:
-    """A client of the scheduler at ``address`` (over TLS with ``security``: ``vaekit.cluster.security``), or
-    ``ConnectionError`` with one sentence."""
-    from distributed import Client
-
-    try:
-        return Client(address, timeout=CONNECT_TIMEOUT, security=security)
-    except (OSError, TimeoutError, ValueError) as e:
-        reason = str(e).split("\n")[0][:200]
-        raise ConnectionError(f"no Dask scheduler answered at {address} within {CONNECT_TIMEOUT} s ({reason}); start "
-                              "one with `dask scheduler` and workers with `dask worker ADDRESS`, or grade here with "
-                              "--scheduler local.") from e
-
-
-def prepare_cluster(client: Any, test_data: str | None, classifier: str | None, settings: GradeSettings) -> None:
-    """Check every worker can sandbox as ``settings.isolation`` asks, then give each the judge's files once."""
-    refused = {addr: why for addr, why in client.run(_isolation_of_worker, settings.isolation).items() if why}
-    if refused:
-        addr, why = sorted(refused.items())[0]
-        raise SubmissionError(f"worker {addr} cannot grade: {why}")
-    if not client.scheduler_info().get("workers"):
-        raise ConnectionError("the Dask scheduler has no workers; start some with `dask worker ADDRESS`.")
-    test = None
-    if test_data is not None:  # as the float32 images it loads to, so every worker hashes the same test set
-        split = load_test_data(test_data)
-        buf = io.BytesIO()
-        np.savez(buf, x=split.x.numpy(), y=split.y.numpy())
-        test = buf.getvalue()
-    client.register_plugin(JudgePlugin(test, Path(classifier).read_bytes() if classifier else None,
-                                       settings.threads), name=PLUGIN)
 
 
 # -- the batch ----------------------------------------------------------------------------------------
@@ -371,15 +282,6 @@ def local_grader(judge: Judge, tasks: list[str], settings: GradeSettings, jobs: 
         return pool.submit(grade_staged, judge, staged, tasks, settings)
 
     return grade, pool
-
-
-def dask_grader(client: Any, tasks: list[str], settings: GradeSettings) -> Callable[[Staged], Any]:
-    def grade(staged: Staged) -> Any:
-        # pure=False: a rerun after a lost worker is a new task; retries are the scheduler's own (allowed-failures).
-        return client.submit(_grade_on_worker, staged, tasks, settings.for_workers(), pure=False,
-                             key=f"grade-{staged.name}-{staged.sha256[:12]}-{time.monotonic_ns()}")
-
-    return grade
 
 
 def test_set_sha256(test_data: str | None) -> str:

@@ -1,6 +1,8 @@
-"""A Dask cluster only the TA's machines can join: TLS with certificates of the TA's own authority (Dask's
-``Security``). Without them, anyone who reaches the scheduler's port could start a worker and be sent the hidden test
-set, the classifier and every hand-in, and return any grade.
+"""Grading on a Dask cluster only the TA's machines can join: TLS with certificates of the TA's own authority
+(Dask's ``Security``), each worker building the judge once, each submission one task. Only ``--scheduler`` imports
+this module (and Dask): a student's ``grade.py`` never does. Without the certificates, anyone who reaches the
+scheduler's port could start a worker and be sent the hidden test set, the classifier and every hand-in, and return
+any grade.
 
     python -m vaekit.cluster certs ~/.vaekit-tls     # once: ca.pem, node.pem, node-key.pem (copy to every machine)
 
@@ -13,11 +15,28 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import io
 import ipaddress
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from distributed import WorkerPlugin
+
+from .batch import Staged, grade_staged
+from .course import SubmissionError
+from .data import load_test_data
+from .grading import GradeSettings
+from .judge import Judge
+
 CA, CA_KEY, CERT, KEY = "ca.pem", "ca-key.pem", "node.pem", "node-key.pem"
+PLUGIN = "vaekit-judge"
+CONNECT_TIMEOUT = 10  # seconds to reach a scheduler
 
 
 def make_certificates(folder: str | Path, days: int = 365) -> Path:
@@ -82,6 +101,100 @@ def security(folder: str | Path) -> Any:
                                 f"`python -m vaekit.cluster certs {folder}`.")
     return Security(tls_ca_file=str(folder / CA), tls_client_cert=str(folder / CERT),
                     tls_client_key=str(folder / KEY), require_encryption=True)
+
+
+# -- grading on the cluster ------------------------------------------------------------------------------
+
+
+class JudgePlugin(WorkerPlugin):
+    """Builds the judge once per worker, on its first submission, from the test set and classifier it carries (sent
+    to each worker once, with the plugin)."""
+
+    name = PLUGIN
+
+    def __init__(self, test_npz: bytes | None, classifier: bytes | None, threads: int):
+        self.test_npz, self.classifier, self.threads = test_npz, classifier, threads
+
+    def setup(self, worker: Any = None) -> None:
+        self.folder = Path(tempfile.mkdtemp(prefix="vaekit-judge-"))
+        self._judge: Judge | None = None
+        self._lock = threading.Lock()
+
+    def teardown(self, worker: Any = None) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def judge(self) -> Judge:
+        with self._lock:
+            if self._judge is None:
+                test = classifier = None
+                if self.test_npz is not None:
+                    test = self.folder / "test.npz"
+                    test.write_bytes(self.test_npz)
+                if self.classifier is not None:
+                    classifier = self.folder / "classifier.pt"
+                    classifier.write_bytes(self.classifier)
+                self._judge = Judge(str(test) if test else None, str(classifier) if classifier else None,
+                                    threads=self.threads)
+            return self._judge
+
+
+def _grade_on_worker(staged: Staged, tasks: list[str], settings: GradeSettings
+                     ) -> tuple[dict[str, dict[str, Any]], dict[str, bytes]]:
+    from distributed import get_worker
+
+    return grade_staged(get_worker().plugins[PLUGIN].judge(), staged, tasks, settings)
+
+
+def _isolation_of_worker(mode: str) -> str | None:
+    from .sandbox import resolve_isolation
+
+    try:
+        resolve_isolation(mode)
+    except SubmissionError as e:
+        return str(e)
+    return None
+
+
+def connect(address: str, security: Any = None) -> Any:
+    """A client of the scheduler at ``address`` (over TLS with ``security``: ``vaekit.cluster.security``), or
+    ``ConnectionError`` with one sentence."""
+    from distributed import Client
+
+    try:
+        return Client(address, timeout=CONNECT_TIMEOUT, security=security)
+    except (OSError, TimeoutError, ValueError) as e:
+        reason = str(e).split("\n")[0][:200]
+        raise ConnectionError(f"no Dask scheduler answered at {address} within {CONNECT_TIMEOUT} s ({reason}); start "
+                              "one with `dask scheduler` and workers with `dask worker ADDRESS`, or grade here with "
+                              "--scheduler local.") from e
+
+
+def prepare_cluster(client: Any, test_data: str | None, classifier: str | None, settings: GradeSettings) -> None:
+    """Check every worker can sandbox as ``settings.isolation`` asks, then give each the judge's files once."""
+    refused = {addr: why for addr, why in client.run(_isolation_of_worker, settings.isolation).items() if why}
+    if refused:
+        addr, why = sorted(refused.items())[0]
+        raise SubmissionError(f"worker {addr} cannot grade: {why}")
+    if not client.scheduler_info().get("workers"):
+        raise ConnectionError("the Dask scheduler has no workers; start some with `dask worker ADDRESS`.")
+    test = None
+    if test_data is not None:  # as the float32 images it loads to, so every worker hashes the same test set
+        split = load_test_data(test_data)
+        buf = io.BytesIO()
+        np.savez(buf, x=split.x.numpy(), y=split.y.numpy())
+        test = buf.getvalue()
+    client.register_plugin(JudgePlugin(test, Path(classifier).read_bytes() if classifier else None,
+                                       settings.threads), name=PLUGIN)
+
+
+def dask_grader(client: Any, tasks: list[str], settings: GradeSettings) -> Callable[[Staged], Any]:
+    def grade(staged: Staged) -> Any:
+        # pure=False: a rerun after a lost worker is a new task; retries are the scheduler's own (allowed-failures).
+        return client.submit(_grade_on_worker, staged, tasks, settings.for_workers(), pure=False,
+                             key=f"grade-{staged.name}-{staged.sha256[:12]}-{time.monotonic_ns()}")
+
+    return grade
+
 
 
 def main(argv: list[str] | None = None) -> None:
