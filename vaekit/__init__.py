@@ -4,9 +4,9 @@
 ``trainer`` the run of ``train_vae.py`` / ``train_cond.py``; ``training`` the one training loop; ``cli`` the flags
 every script shares. The grader: ``grading`` runs one submission (``sandbox`` and ``worker`` run its code),
 ``judge`` holds what it is judged against, ``scoring`` turns the workers' images into numbers (``metrics`` the
-formulas), ``results`` writes them, ``batch`` grades a class here or on a Dask cluster, ``gradepage`` draws the page,
+formulas), ``results`` writes them, ``batch`` grades a class, resumably, ``gradepage`` draws the page,
 ``outputs`` writes every file atomically, ``escape`` makes what a hand-in decides safe for a folder name, a sheet
-and a terminal, ``cluster`` the TLS certificates of a Dask cluster. ``defaults`` says where each training default
+and a terminal, ``cluster`` grading on a TLS-only Dask cluster. ``defaults`` says where each training default
 comes from, ``samplecheck`` reads a trained model's samples. Also ``data``, ``checkpoint``, ``generation``,
 ``classifier``, ``plots``, ``paths``, ``readme``.
 """
