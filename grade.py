@@ -35,9 +35,9 @@ from vaekit.data import DataError
 from vaekit.escape import terminal_text
 from vaekit.gradepage import write_page
 from vaekit.grading import GradeSettings, grade_submission
+from vaekit.isolation import ISOLATION_MODES
 from vaekit.judge import Judge
 from vaekit.results import write_csv
-from vaekit.sandbox import ISOLATION_MODES
 
 DEFAULT = GradeSettings()
 

@@ -22,7 +22,7 @@ from vaekit.classifier import ASSET, MnistClassifier, classifier_loss, load_clas
 from vaekit.cli import HelpFormatter, add_run_flags, setup_run
 from vaekit.data import Split
 from vaekit.paths import ROOT
-from vaekit.training import evaluate, fit
+from vaekit.training_loop import evaluate, fit
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -9,7 +9,7 @@ Every flag and its default: python train_cond.py --help
 
 from __future__ import annotations
 
-from vaekit.trainer import parse_train_args, train
+from vaekit.train_command import parse_train_args, train
 
 # Defaults for 2 CPU cores: conditional accuracy needs a sharp decoder (small var) and a prior fitted to its
 # codes (a mixture of 30 Gaussians per digit, the widest capped in volume), then a decoder sharpened adversarially.

@@ -9,7 +9,7 @@ Every flag and its default: python train_vae.py --help
 
 from __future__ import annotations
 
-from vaekit.trainer import parse_train_args, train
+from vaekit.train_command import parse_train_args, train
 
 # Defaults for 2 CPU cores and the course score (10/10 needs sharp reconstructions at a small latent_dim).
 DEFAULTS = dict(  # what the kit's own models are tuned for; any other model: vaekit.defaults

@@ -32,10 +32,10 @@ from vaekit.classifier import features_and_digits
 from vaekit.course import TASKS, load_model, load_submission
 from vaekit.generation import decode_codes, decode_noise, encode_means, fast_layout, sample_noise
 from vaekit.grading import GradeSettings
+from vaekit.isolation import SandboxCommand, probe_bubblewrap
 from vaekit.judge import Judge
 from vaekit.paths import ROOT
 from vaekit.readme import replace_block
-from vaekit.sandbox import SandboxCommand, probe_bubblewrap
 from vaekit.scoring import course_fields, flag, score_gen, score_vae, split_fields
 
 

@@ -42,7 +42,7 @@ from vaekit.cli import HelpFormatter, add_run_flags, setup_device
 from vaekit.data import Split
 from vaekit.paths import ROOT
 from vaekit.photos import CONTENT_PHOTOS, STYLE_PHOTOS, load_image_folder, random_crops, sample_photos
-from vaekit.training import fit
+from vaekit.training_loop import fit
 
 plt.switch_backend("Agg")  # no display on a CI box or a laptop over SSH
 

@@ -25,7 +25,7 @@ from vaekit import plots
 from vaekit.cli import HelpFormatter, add_run_flags, setup_run
 from vaekit.metrics import psnr
 from vaekit.paths import ROOT
-from vaekit.training import evaluate, fit
+from vaekit.training_loop import evaluate, fit
 
 plt.switch_backend("Agg")  # no display on a CI box or a laptop over SSH
 

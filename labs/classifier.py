@@ -24,7 +24,7 @@ from torch import nn
 from vaekit.classifier import classifier_loss
 from vaekit.cli import HelpFormatter, add_run_flags, setup_run
 from vaekit.paths import ROOT
-from vaekit.training import evaluate, fit
+from vaekit.training_loop import evaluate, fit
 
 plt.switch_backend("Agg")  # no display on a CI box or a laptop over SSH
 

@@ -35,7 +35,7 @@ from vaekit.data import Split
 from vaekit.metrics import psnr
 from vaekit.paths import ROOT
 from vaekit.photos import default_photo_set, load_image_folder
-from vaekit.training import fit
+from vaekit.training_loop import fit
 
 plt.switch_backend("Agg")  # no display on a CI box or a laptop over SSH
 

@@ -18,12 +18,12 @@ import numpy as np
 import pytest
 import torch
 
-from vaekit import sandbox
+from vaekit import isolation, protocol
 from vaekit.grading import GradeSettings, grade_submission
 
 pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(sandbox.probe_bubblewrap() is not None,
-                                 reason=f"no bubblewrap sandbox here: {sandbox.probe_bubblewrap()}")]
+              pytest.mark.skipif(isolation.probe_bubblewrap() is not None,
+                                 reason=f"no bubblewrap sandbox here: {isolation.probe_bubblewrap()}")]
 SETTINGS = GradeSettings(per_label=20, timeout=60)
 BLOCKED = ("reads_grader_files", "stash_memory", "stash_files", "writes_outside", "socket", "rewrites_output")
 BLANK_SSIM = 0.35  # blank images against digits; an honest tiny model is above, a copy at 1.0
@@ -80,7 +80,7 @@ def _in_sandbox(tmp_path, code: str) -> dict:
     probe = tmp_path / "files"
     probe.mkdir(mode=0o755)
     (probe / "probe.py").write_text(code)
-    with sandbox.SandboxCommand(probe, 1, [sys.executable, "/submission/probe.py"]) as sb:
+    with isolation.SandboxCommand(probe, 1, [sys.executable, "/submission/probe.py"]) as sb:
         r = subprocess.run(sb.argv, capture_output=True, text=True, timeout=120, cwd="/")
     assert r.returncode == 0, r.stderr[-2000:]
     return json.loads(r.stdout)
@@ -107,7 +107,7 @@ print(json.dumps(out))
 """)
     assert seen["exists"] == [False] * 4  # no repo data, no grading classifier, no $HOME, no host /etc
     # /tmp is empty but for the way to the runtime, where the checkout itself lives under /tmp.
-    runtime = [dest for _, dest in sandbox._runtime_paths() if dest.startswith("/tmp/")]
+    runtime = [dest for _, dest in isolation._runtime_paths() if dest.startswith("/tmp/")]
     assert all(any(p.startswith(f"/tmp/{e}/") for p in runtime) for e in seen["tmp"]), seen["tmp"]
     assert seen["home"] == "/tmp" and seen["uid"] == 65534
     assert len(seen["pids"]) <= 3  # its own PID namespace: no grader process in sight
@@ -151,7 +151,7 @@ def test_sandboxed_process_is_no_host_root(tmp_path):
     the grader's own unprivileged uid otherwise."""
     probe = tmp_path / "files"
     probe.mkdir(mode=0o755)
-    with sandbox.SandboxCommand(probe, 1, ["/bin/sleep", "20"]) as sb:
+    with isolation.SandboxCommand(probe, 1, ["/bin/sleep", "20"]) as sb:
         proc = subprocess.Popen(sb.argv, cwd="/")
         try:
             uids = {}
@@ -259,7 +259,7 @@ def test_pass_through_and_all_buffer_models_are_graded(judge, tmp_path):
 
 
 def test_isolation_required_refuses_where_there_is_no_sandbox(judge, good, tmp_path, monkeypatch):
-    monkeypatch.setattr(sandbox, "probe_bubblewrap", lambda: "no user namespaces in this container")
+    monkeypatch.setattr(isolation, "probe_bubblewrap", lambda: "no user namespaces in this container")
     res = grade_submission(judge, good, tmp_path / "out", ["vae", "gen"],
                            GradeSettings(per_label=20, isolation="required"))
     for r in res.values():
@@ -276,8 +276,8 @@ def test_no_decoder_runs_while_an_encoder_does(judge, tmp_path):
     import fcntl
     from concurrent.futures import ThreadPoolExecutor
 
-    from vaekit.grading import prepare_task, read_reply, stage_files, stage_request
-    from vaekit.worker import FrameReader
+    from vaekit.grading import prepare_task, stage_files, stage_request
+    from vaekit.protocol import FrameReader, read_reply
 
     sub = make_cheat(tmp_path / "sub", "lock_channel", tasks=("vae", "gen"), HOLD=2.0)
     res = grade_submission(judge, sub, tmp_path / "out", ["vae", "gen"], SETTINGS)
@@ -285,8 +285,8 @@ def test_no_decoder_runs_while_an_encoder_does(judge, tmp_path):
     # The control: the same two sandboxes run side by side (what the ordering forbids), and the decoder hears.
     prepared = prepare_task(sub, "vae", SETTINGS)
     job = {"per_label": 20, "threads": 1, "memory_bytes": 8 << 30, "tasks": [{"task": "vae", "seed": prepared.seed}]}
-    isolation = sandbox.resolve_isolation("auto")[0]
-    workers = {m: sandbox.Worker(m, job, stage_files([prepared], tmp_path / "side" / m), isolation, 1)
+    mode = isolation.resolve_isolation("auto")[0]
+    workers = {m: protocol.Worker(m, job, stage_files([prepared], tmp_path / "side" / m), mode, 1)
                for m in ("encode", "decode")}
     shared = open(os.path.realpath(np.__file__), "rb")
 
@@ -334,7 +334,7 @@ def test_a_random_decoder_is_flagged(judge, tmp_path):
 
 
 def test_memory_is_capped_per_submission_not_per_process(judge, tmp_path, monkeypatch):
-    cap = sandbox.SubmissionCgroup(2**30)
+    cap = isolation.SubmissionCgroup(2**30)
     cap.close()
     if cap.kind != "cgroup":
         pytest.skip("no cgroup this process may write here: memory is capped per process only")
@@ -346,7 +346,7 @@ def test_memory_is_capped_per_submission_not_per_process(judge, tmp_path, monkey
     else:  # or the kernel killed the submission's largest process
         assert "killed by signal 9" in res["error"], res["error"]
     # The control: with each process's own cap alone, all eight hold their memory.
-    monkeypatch.setattr(sandbox, "_cgroup_parents", lambda *args: [])
+    monkeypatch.setattr(isolation, "_cgroup_parents", lambda *args: [])
     res = grade_submission(judge, sub, tmp_path / "per_process", ["vae"],
                            GradeSettings(per_label=20, memory_gb=5))["vae"]
     assert res["settings"]["memory_cap"] == "per-process" and "memory_hog held 8 " in res["error"], res["error"]

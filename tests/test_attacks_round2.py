@@ -16,15 +16,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vaekit import sandbox
+from vaekit import isolation
 from vaekit.course import SubmissionError
 from vaekit.escape import csv_cell, output_names, terminal_text
 from vaekit.gradepage import RECON_PNG, SAMPLES_PNG, save_previews, write_page
-from vaekit.grading import GradeSettings, grade_submission, read_reply, reply_warnings
+from vaekit.grading import GradeSettings, grade_submission
+from vaekit.protocol import MAX_FRAME, FrameReader, read_reply, reply_warnings, write_frame
 from vaekit.results import error_results, is_final, round_floats, write_csv, write_result
-from vaekit.worker import MAX_FRAME, FrameReader, write_frame
 
-NO_SANDBOX = sandbox.probe_bubblewrap()
+NO_SANDBOX = isolation.probe_bubblewrap()
 needs_sandbox = pytest.mark.skipif(NO_SANDBOX is not None, reason=f"no bubblewrap sandbox here: {NO_SANDBOX}")
 
 
@@ -211,7 +211,7 @@ def _cpu_seconds(pid: int) -> float:
 def test_a_busy_hand_in_cannot_starve_its_neighbour():
     """Six busy processes in one submission's group, one in its neighbour's: with a CPU share each, the neighbour
     gets its core; the control (no groups) shows the six would take most of both cores."""
-    groups = [sandbox.SubmissionCgroup(2**30) for _ in range(2)]
+    groups = [isolation.SubmissionCgroup(2**30) for _ in range(2)]
     if not all(any("cpu" in p.parts for p in g.paths) for g in groups):
         for g in groups:
             g.close()
@@ -259,7 +259,7 @@ def test_a_failure_of_the_machine_is_not_a_verdict(judge, tmp_path, monkeypatch)
     for name in ("submission.py", "VAEwolabel/epoch.pth", "VAEwolabel/hyperparameters.txt"):
         (tmp_path / "in" / "G1" / name).write_text("{}")
     (tmp_path / "in" / "G2.zip").write_bytes(b"not a zip")
-    monkeypatch.setattr(sandbox, "probe_bubblewrap", lambda: "no user namespaces in this container")
+    monkeypatch.setattr(isolation, "probe_bubblewrap", lambda: "no user namespaces in this container")
     graded, result = batch(tmp_path / "in" / "G1", "required")
     assert graded == [1, 1] and result["machine_failure"] is True and not is_final({"vae": result})
     graded, result = batch(tmp_path / "in" / "G2.zip", "none")
@@ -348,4 +348,4 @@ for folder in ("/tmp", "/dev/shm"):
     made[folder] = n
 print(json.dumps(made))
 """)
-    assert made["/tmp"] < sandbox.TMPFS_INODES and made["/dev/shm"] < sandbox.SHM_INODES, made
+    assert made["/tmp"] < isolation.TMPFS_INODES and made["/dev/shm"] < isolation.SHM_INODES, made

@@ -49,21 +49,119 @@ def test_denoising_psnr_and_noise():
 
 
 def test_cgan_lab_writes_a_submission_that_grade_py_grades(root, tmp_path):
-    """With WGAN-GP (its own training loop); the bench's dry run trains the default nsgan GAN end to end."""
-    loss = "wgan-gp"
+    """With WGAN weight clipping (the bench's dry run trains the default nsgan end to end)."""
+    loss = "wgan-clip"
     r = subprocess.run([sys.executable, "labs/cgan.py", "--dry-run", "--loss", loss, "--out", str(tmp_path)],
                        cwd=root, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
     folder = tmp_path / "Genwithlabel"
-    for name in ("epoch.pth", "hyperparameters.txt", "samples.png", "reconstructions.png", "loss_curves.png"):
+    for name in ("epoch.pth", "hyperparameters.txt", "samples.png", "reconstructions.png", "loss_curves.png",
+                 "progress.png"):
         assert (folder / name).stat().st_size > 100, name
     assert (tmp_path / "submission.py").read_text() == (root / "labs" / "cgan_submission.py").read_text()
     hp = json.loads((folder / "hyperparameters.txt").read_text())
     assert hp["model_class"] == "GenModel" and hp["training"]["loss"] == loss
+    # The loss's own recipe is what ran and what is recorded: RMSprop at 5e-5, 5 critic steps.
+    assert hp["training"]["lr"] == 5e-5 and hp["training"]["n_critic"] == 5
+    assert len(hp["sample_accuracy_per_epoch"]) == hp["epochs_run"]
+    assert all(0 <= a <= 1 for a in hp["sample_accuracy_per_epoch"])
     # Graded in the sandbox like a student's submission: no error, and every classifier field present.
     grade = json.loads((folder / "grade_result.json").read_text())
     assert grade["error"] is None, grade["error"]
     assert grade["latent_dim"] == 16 and 0 <= grade["cond_accuracy"] <= 1 and grade["fid_ratio"] > 0
+
+
+def small_gan(loss: str, steps: int = 3, **flags):
+    """Run the lab's real training loop for a few steps on 256 images; return (model, disc, ema, history, args)."""
+    import argparse
+
+    import labs.cgan as lab
+    from vaekit.data import load_mnist
+
+    args = argparse.Namespace(loss=loss, epochs=10, batch_size=32, latent_dim=8, n_critic=0, lr=0.0, aux_weight=1.0,
+                              clip=0.01, gp_weight=10.0, seed=0, time_budget=0, **flags)
+    torch.manual_seed(0)
+    model, disc = lab.C.GenModel(8, channels=8), lab.C.Discriminator(8)
+    ema, history, stopped_by, _ = lab.train_gan(model, disc, load_mnist("train").subset(256), args,
+                                                torch.device("cpu"), max_steps=steps)
+    assert stopped_by == "max_steps"
+    return model, disc, ema, history, args
+
+
+@pytest.mark.parametrize("loss", ["nsgan", "hinge", "wgan-clip", "wgan-gp"])
+def test_each_gan_loss_trains_both_networks(loss):
+    """A dry run of each loss: finite losses, and both networks' weights moved."""
+    import labs.cgan as lab
+
+    torch.manual_seed(0)
+    g0, d0 = lab.C.GenModel(8, channels=8).generator.state_dict(), lab.C.Discriminator(8).state_dict()
+    model, disc, _, history, _ = small_gan(loss)
+    assert all(torch.isfinite(torch.tensor(history[0][k])) for k in ("train_d_loss", "train_g_loss"))
+    assert not torch.equal(model.generator.state_dict()["fc.0.weight"], g0["fc.0.weight"])
+    assert not torch.equal(disc.state_dict()["out.weight"], d0["out.weight"])
+
+
+def test_weight_clipping_keeps_the_critic_in_range_and_leaves_the_classifier_alone():
+    _, disc, _, _, args = small_gan("wgan-clip")
+    critic = disc.critic_parameters()
+    assert critic and all(float(p.detach().abs().max()) <= args.clip for p in critic)
+    assert float(disc.classify.weight.detach().abs().max()) > args.clip  # the digit head is not part of the critic
+    assert not any(p is disc.classify.weight for p in critic)
+
+
+def test_the_saved_generator_is_the_weight_average_with_its_own_batch_statistics(root, tmp_path, monkeypatch):
+    """labs/cgan.py saves the EMA generator (not the last step's), its batch norms recomputed for those weights."""
+    import labs.cgan as lab
+    from vaekit.checkpoint import load_checkpoint
+
+    seen = {}
+    real_train_gan = lab.train_gan
+
+    def spy(model, disc, *a, **k):
+        ema, *rest = real_train_gan(model, disc, *a, **k)
+        seen["live"] = {n: t.clone() for n, t in model.generator.state_dict().items()}
+        seen["ema"] = {n: t.clone() for n, t in ema.state_dict().items()}
+        return (ema, *rest)
+
+    monkeypatch.setattr(lab, "train_gan", spy)
+    lab.main(["--dry-run", "--no-grade", "--encoder-epochs", "1", "--out", str(tmp_path)])
+    saved = load_checkpoint(tmp_path / "Genwithlabel" / "epoch.pth")["model_state_dict"]
+    saved_gen = {n.removeprefix("generator."): t for n, t in saved.items() if n.startswith("generator.")}
+    assert saved_gen.keys() == seen["ema"].keys()
+    assert all(torch.equal(saved_gen[n], seen["ema"][n]) for n in saved_gen)
+    assert not torch.equal(saved_gen["fc.0.weight"], seen["live"]["fc.0.weight"])
+    # Standing statistics: the EMA's running variance is not the live generator's.
+    assert not torch.equal(saved_gen["fc.1.running_var"], seen["live"]["fc.1.running_var"])
+
+
+def test_ema_decay_warms_up_then_holds():
+    import labs.cgan as lab
+
+    ema, live = torch.nn.Linear(1, 1, bias=False), torch.nn.Linear(1, 1, bias=False)
+    ema.weight.data.fill_(0.0)
+    live.weight.data.fill_(1.0)
+    lab.update_ema(ema, live, step=0)  # decay 1/10: the first step moves 90 % of the way
+    assert float(ema.weight) == pytest.approx(0.9)
+    ema.weight.data.fill_(0.0)
+    lab.update_ema(ema, live, step=10**6)  # decay capped at EMA_DECAY
+    assert float(ema.weight) == pytest.approx(1 - lab.EMA_DECAY)
+
+
+def test_cgan_variants_table_rows_read_the_graded_folders(tmp_path):
+    from labs.cgan_variants import markdown, variant_row
+
+    folder = tmp_path / "Genwithlabel"
+    folder.mkdir()
+    (folder / "hyperparameters.txt").write_text(json.dumps({
+        "gan_seconds": 100.0, "wall_time_s": 120.0, "epochs_run": 3, "training": {"n_critic": 5, "lr": 5e-5},
+        "sample_accuracy_per_epoch": [0.5, 0.9, 0.7]}))
+    (folder / "grade_result.json").write_text(json.dumps({
+        "cond_accuracy": 0.8, "fid_ratio": 12.5, "diversity": 0.9, "memorization": 0.0, "score": 20.0,
+        "max_score": 30, "error": None}))
+    row = variant_row(folder, "wgan-clip")
+    assert row["worst_drop"] == pytest.approx(0.2) and row["epochs"] == 3 and row["cond_accuracy"] == 0.8
+    table = markdown([row], 300)
+    assert "| wgan-clip | 100.0 | 120.0 | 3 | 80.0 % | 12.5 | 0.900 | 0.0 % | 20.00/30 | 20.0 % |" in table
 
 
 def test_gradient_penalty_is_zero_for_a_unit_slope_critic():

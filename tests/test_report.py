@@ -7,8 +7,10 @@ import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+import torch
 import typst
 from conftest import FILLED
 from pypdf import PdfReader
@@ -119,6 +121,38 @@ def test_every_figure_and_table_is_labelled_and_referenced(root):
     refs = set(json.loads(typst.query(str(root / "report" / "report.typ"), "ref", field="target", **query)))
     assert len(figures) >= 8 and len(labels) == len(figures), "a figure or table without a label"
     assert sorted(set(labels) - refs) == []  # labelled but never referenced
+
+
+def test_grey_share_counts_soft_ink():
+    spec = importlib.util.spec_from_file_location("report_build", Path(__file__).parents[1] / "report" / "build.py")
+    build_module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build_module)
+    crisp = torch.zeros(2, 1, 28, 28)
+    crisp[:, :, 10:18, 10:18] = 1.0
+    assert build_module.grey_share(crisp) == 0.0
+    soft = crisp.clone()
+    soft[:, :, 10:14, 10:18] = 0.5  # half the ink grey
+    assert build_module.grey_share(soft) == pytest.approx(0.5)
+
+
+@pytest.mark.slow
+def test_labs_report_compiles_from_the_shipped_lab_results(root, tmp_path):
+    """report/labs.typ with the shipped lab results, the conditional GAN compared with the shipped GenModel."""
+    spec = importlib.util.spec_from_file_location("report_build", root / "report" / "build.py")
+    build_module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build_module)
+    rel = {"gen": "/Genwithlabel/grade_result.json", "bench": "/bench/results.json"}
+    out = tmp_path / "labs.pdf"
+    build_module.build_labs(typst, rel, root / "Genwithlabel", root / "submission.py", out=out)
+    text = " ".join(pdf_text(out).split())
+    assert "A conditional GAN beside the conditional VAE" in text
+    gan = json.loads((root / "labs" / "results" / "cgan" / "Genwithlabel" / "grade_result.json").read_text())
+    assert f"{round(100 * gan['cond_accuracy'], 2):g} %" in text  # the number read from the lab's grade
+    assert "What the course’s reconstruction scores mean for a GAN" in text or \
+        "What the course's reconstruction scores mean for a GAN" in text
+    if (root / "labs" / "results" / "cgan_variants" / "table.json").is_file():
+        assert "Three losses" in text and "wgan-clip" in text and "wgan-gp" in text
+    assert not PLACEHOLDER_TEXT.search(text)
 
 
 # -- numbers in the prose ------------------------------------------------------------------------------------------

@@ -197,12 +197,12 @@ def test_a_script_acts_on_the_checkout_that_holds_it(root, second_clone, tmp_pat
 
 
 def test_the_sandbox_runs_from_another_checkouts_venv(second_clone):
-    from vaekit.sandbox import bwrap_binary
+    from vaekit.isolation import bwrap_binary
 
     if bwrap_binary() is None:
         pytest.skip("no bubblewrap binary here")
     env = {k: v for k, v in os.environ.items() if k not in ("VAEKIT_ROOT", "PYTHONPATH")}
-    code = "import vaekit, vaekit.sandbox as s; print(vaekit.__file__); print(s.probe_bubblewrap())"
+    code = "import vaekit, vaekit.isolation as s; print(vaekit.__file__); print(s.probe_bubblewrap())"
     out = subprocess.run([sys.executable, "-c", code], cwd=second_clone, env=env, capture_output=True, text=True,
                          check=True).stdout.splitlines()
     assert out[0] == str(second_clone / "vaekit" / "__init__.py")

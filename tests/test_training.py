@@ -9,7 +9,7 @@ from conftest import ctrl_c_reaches_python, run_main
 import submission as S
 from vaekit import checkpoint
 from vaekit.data import Split
-from vaekit.training import fit
+from vaekit.training_loop import fit
 
 
 def test_save_load_round_trip_rebuilds_from_hyperparameters_alone(tmp_path):
@@ -208,7 +208,7 @@ def test_each_train_script_is_the_one_source_of_its_kit_defaults(root):
     import train_vae
     from vaekit import defaults
     from vaekit.course import load_submission
-    from vaekit.trainer import SCRIPT_DEFAULTS, train_parser
+    from vaekit.train_command import SCRIPT_DEFAULTS, train_parser
 
     sub = load_submission(root / "submission.py")
     for task, script in (("vae", train_vae), ("gen", train_cond)):

@@ -1,8 +1,9 @@
 """Machinery shared by the course scripts, each piece written once.
 
 ``course`` holds what the course defines (task folders, required files, loading and writing a course folder);
-``trainer`` the run of ``train_vae.py`` / ``train_cond.py``; ``training`` the one training loop; ``cli`` the flags
-every script shares. The grader: ``grading`` runs one submission (``sandbox`` and ``worker`` run its code),
+``train_command`` the run of ``train_vae.py`` / ``train_cond.py``; ``training_loop`` the one training loop;
+``cli`` the flags every script shares. The grader: ``grading`` runs one submission: ``intake`` checks and copies
+its files, ``isolation`` sandboxes its code, ``protocol`` drives the ``worker`` process and reads its replies;
 ``judge`` holds what it is judged against, ``scoring`` turns the workers' images into numbers (``metrics`` the
 formulas), ``results`` writes them, ``batch`` grades a class, resumably, ``gradepage`` draws the page,
 ``outputs`` writes every file atomically, ``escape`` makes what a hand-in decides safe for a folder name, a sheet

@@ -24,7 +24,7 @@ from torch import nn
 from .contract import KitModel
 from .data import Split
 from .generation import model_device
-from .training import FitResult, fit, fused_kernel
+from .training_loop import FitResult, fit, fused_kernel
 
 spectral_norm = nn.utils.parametrizations.spectral_norm
 
@@ -55,7 +55,7 @@ class PatchDiscriminator(nn.Module):
 
 
 class DecoderCritic:
-    """The discriminator and its optimiser; ``step`` is its half of the game (``training.Critic``).
+    """The discriminator and its optimiser; ``step`` is its half of the game (``training_loop.Critic``).
 
     ``step`` decodes the batch's fakes once, with their graph: reconstructions of the real images (codes
     sampled from the frozen q(z|x)) and half as many prior samples; the discriminator learns on them detached,

@@ -35,10 +35,10 @@ from .data import dataset_sha256, load_test_data
 from .escape import output_names
 from .gradepage import RECON_PNG, SAMPLES_PNG
 from .grading import GradeSettings, grade_submission
+from .intake import MAX_ZIP_BYTES, copy_hand_in
 from .judge import Judge
 from .outputs import output_path, write_atomic, write_text
 from .results import error_results, is_final, write_result
-from .sandbox import MAX_ZIP_BYTES, copy_hand_in
 
 KEY_FILE = ".grade_key"  # in each submission's output folder, written last: its results are complete
 

@@ -146,7 +146,7 @@ def _grade_on_worker(staged: Staged, tasks: list[str], settings: GradeSettings
 
 
 def _isolation_of_worker(mode: str) -> str | None:
-    from .sandbox import resolve_isolation
+    from .isolation import resolve_isolation
 
     try:
         resolve_isolation(mode)

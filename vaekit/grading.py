@@ -1,7 +1,8 @@
 """Grade a submission folder or zip: run its models in sandboxed workers, score their outputs here (``vaekit.scoring``).
 
-The grader holds the test set and the classifier (a "judge"). The submission's code runs twice per task,
-each time in a fresh sandbox (``vaekit.sandbox``): an encoding process that gets the test images through a
+The grader holds the test set and the classifier (a "judge"). The submission's code runs twice per task, each
+time in a fresh sandbox (``vaekit.isolation``; the process and its replies: ``vaekit.protocol``), on a private copy
+of its files (``vaekit.intake``): an encoding process that gets the test images through a
 pipe and returns only ``mu``, and a decoding process that never sees a test image and turns those codes
 (and N(0, I) noise) into images. Every failure becomes a per-task ``error`` with score 0.
 """
@@ -10,13 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import io
-import math
 import shutil
-import struct
 import tempfile
 import time
-import zipfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -38,11 +35,13 @@ from .course import (
     stale_reason,
 )
 from .gradepage import save_previews
+from .intake import copy_hand_in, private_copy, safe_extract
+from .isolation import SubmissionCgroup, resolve_isolation
 from .judge import Judge, npz_bytes
+from .protocol import FrameReader, Worker, reply_array, reply_int, reply_warnings, stage_failure, task_reply
 from .results import error_results, round_floats, write_result
-from .sandbox import SubmissionCgroup, Worker, WorkerRun, copy_hand_in, private_copy, resolve_isolation, safe_extract
 from .scoring import course_fields, flag, score_gen, score_vae, split_fields
-from .worker import FrameReader, repeat_picks
+from .worker import repeat_picks
 
 MAX_SUBMISSION_PY = 2**20  # bytes; a submission.py is a few kB
 MAX_HYPERPARAMETERS = 2**20
@@ -57,7 +56,7 @@ class GradeSettings:
     # where the grader may make one) and each process's address space (torch alone maps about 4 GB)
     secret: str = ""  # a TA's secret mixed into the sampling seed, so no student can compute their noise
     threads: int = 1  # CPU threads of the judge and of each worker: one, as the tasks already run side by side
-    isolation: str = "auto"  # auto | required | none (see sandbox.resolve_isolation)
+    isolation: str = "auto"  # auto | required | none (see isolation.resolve_isolation)
     derived: bool = False  # ``secret`` already holds sampling_key(secret): what a cluster's worker gets
 
     def for_workers(self) -> GradeSettings:
@@ -77,116 +76,6 @@ def sampling_seed(settings: GradeSettings, *file_hashes: str) -> int:
     key = settings.secret if settings.derived else sampling_key(settings.secret)
     data = "\0".join([str(settings.seed), key, *file_hashes]).encode()
     return int.from_bytes(hashlib.sha256(data).digest()[:4], "big") >> 1
-
-
-# -- the workers' replies --------------------------------------------------------------------------------
-
-
-REPLY_KEYS = {"mu", "latent_dim", "latent_dim_recorded", "course_recon", "course_samples", "course_error", "recon",
-              "samples", "repeat", "warnings", "error"}
-
-
-END_RECORD = struct.Struct("<4s4H2LH")  # a zip's end of central directory: signature, disks, counts, size, offset
-MAX_DIRECTORY = 2**16  # bytes of central directory a reply may have (a dozen entries take about 1 KiB)
-MAX_WARNINGS = 20  # warnings a reply may carry; each is cut to 500 characters
-
-
-def _reply_layout(data: bytes) -> None:
-    """The reply zip's end record, read before anything else: no comment, one disk, at most one entry per known
-    name, a small central directory right before the record (so the directory the zip reader then parses is
-    bounded, whatever the reply declares)."""
-    if len(data) < END_RECORD.size:
-        raise SubmissionError("the submission's process sent back a reply the grader does not read.")
-    sig, disk, cd_disk, n_disk, n_total, cd_size, cd_offset, comment = END_RECORD.unpack(data[-END_RECORD.size:])
-    if (sig != b"PK\x05\x06" or disk or cd_disk or comment or n_disk != n_total or n_total > len(REPLY_KEYS)
-            or cd_size > MAX_DIRECTORY or cd_offset + cd_size != len(data) - END_RECORD.size):
-        raise SubmissionError("the submission's process sent back a reply the grader does not read.")
-
-
-def _check_array_header(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> None:
-    """An entry's ``.npy`` header, read before the array: a known format, no objects, a non-zero item size, and
-    exactly as many bytes as its shape declares (so loading it allocates no more than the reply already holds)."""
-    fmt = np.lib.format
-    with zf.open(info) as f:
-        version = fmt.read_magic(f)
-        if version not in ((1, 0), (2, 0)):
-            raise SubmissionError("the submission's process sent back an array in a format the grader does not read.")
-        read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
-        shape, _, dtype = read(f)
-        header = f.tell()
-    if dtype.hasobject or dtype.itemsize == 0 or math.prod(shape) * dtype.itemsize != info.file_size - header:
-        raise SubmissionError(f"the submission's process sent back {info.filename} with a shape or type its bytes do "
-                              "not hold.")
-
-
-def read_reply(data: bytes) -> dict[str, np.ndarray]:
-    """A worker's ``.npz`` reply, its layout checked before anything is inflated or loaded: the end record first
-    (``_reply_layout``), known names only, each stored uncompressed (so nothing inflates past the
-    ``MAX_OUTPUT_BYTES`` already read), each array's header matching its bytes, no pickled objects."""
-    if not data:
-        raise SubmissionError("the submission's process sent back an empty reply.")
-    _reply_layout(data)
-    with zipfile.ZipFile(io.BytesIO(data)) as zf:
-        infos = zf.infolist()
-        names = [i.filename.removesuffix(".npy") for i in infos]
-        if len(infos) > len(REPLY_KEYS) or not set(names) <= REPLY_KEYS or len(set(names)) != len(names):
-            raise SubmissionError("the submission's process sent back a reply the grader does not read.")
-        if any(i.compress_type != zipfile.ZIP_STORED or i.file_size != i.compress_size for i in infos):
-            raise SubmissionError("the submission's process sent back a compressed reply; the grader refuses it.")
-        for info in infos:
-            _check_array_header(zf, info)
-    with np.load(io.BytesIO(data), allow_pickle=False) as f:
-        return {k: f[k] for k in f.files}
-
-
-def reply_warnings(out: dict[str, np.ndarray]) -> list[str]:
-    """The worker's warnings: a 1-D string array of at most ``MAX_WARNINGS``, checked before it is iterated."""
-    w = out.get("warnings")
-    if w is None:
-        return []
-    if w.ndim != 1 or w.dtype.kind != "U" or len(w) > MAX_WARNINGS:
-        raise SubmissionError(f"the worker returned warnings as {w.dtype} {w.shape}, not at most {MAX_WARNINGS} "
-                              "strings.")
-    return [str(x)[:500] for x in w]
-
-
-def task_reply(payload: bytes, what: str) -> dict[str, np.ndarray]:
-    """One task's reply, or ``SubmissionError`` saying in one sentence why it is not one."""
-    try:
-        out = read_reply(payload)
-    except SubmissionError as e:
-        raise SubmissionError(f"{e} (while {what})") from e
-    except Exception as e:  # noqa: BLE001 - whatever a forged or truncated reply makes numpy raise
-        raise SubmissionError(f"the submission's process sent back an unreadable reply while {what} "
-                              f"({type(e).__name__}).") from e
-    if "error" in out:
-        raise SubmissionError(str(out["error"])[:2000])
-    return out
-
-
-def stage_failure(run: WorkerRun, what: str, timeout: float) -> str:
-    """Why the task a worker was on when it stopped has no reply, in one sentence."""
-    if run.timed_out:
-        return f"timed out after {timeout:g} s while {what} (the submission hung or was too slow)."
-    if run.overflow:
-        return f"the submission's process sent back more than the grader accepts while {what}."
-    how = f"killed by signal {-run.returncode}" if run.returncode < 0 else f"exit status {run.returncode}"
-    return f"the submission's process died while {what} ({how}): {run.stderr_tail}"[:1500]
-
-
-def _int(out: dict[str, np.ndarray], key: str) -> int:
-    a = out.get(key)
-    if not isinstance(a, np.ndarray) or a.shape != () or a.dtype != np.int64:
-        raise SubmissionError(f"the worker returned no integer {key}.")
-    return int(a)
-
-
-def _array(out: dict[str, np.ndarray], key: str, shape: tuple[int, ...], dtype: type) -> np.ndarray:
-    a = out.get(key)
-    if not isinstance(a, np.ndarray) or a.dtype != dtype or a.shape != shape:
-        got = f"{a.dtype} {a.shape}" if isinstance(a, np.ndarray) else "nothing"
-        raise SubmissionError(f"the worker returned {key} as {got}, expected {np.dtype(dtype)} {shape}.")
-    return a
 
 
 # -- the two stages -------------------------------------------------------------------------------------
@@ -379,7 +268,7 @@ def grade_tasks(judge: Judge, root: Path, tasks: list[str], work: Path, settings
 
 def check_codes(enc: dict[str, np.ndarray], n: int) -> np.ndarray:
     """The codes of the test images from an encoder's reply, checked."""
-    latent_dim = _int(enc, "latent_dim")
+    latent_dim = reply_int(enc, "latent_dim")
     mu = enc.get("mu")
     if not isinstance(mu, np.ndarray) or mu.dtype != np.float32 or mu.ndim != 2 or len(mu) != n:
         raise SubmissionError("encoding must give mu shaped [N, latent_dim] for the N test images.")
@@ -394,7 +283,7 @@ def repeat_difference(dec: dict[str, np.ndarray], recon: np.ndarray, samples: np
     """Mean gray levels between the images graded and the same codes and noise decoded once more (a deterministic
     decoder: 0), computed here from both, to three decimals (float noise between batch sizes reads 0)."""
     n, pick = repeat_picks(len(recon), len(samples))
-    again = _array(dec, "repeat", (n + len(pick), 28, 28), np.uint8).astype(np.int16)
+    again = reply_array(dec, "repeat", (n + len(pick), 28, 28), np.uint8).astype(np.int16)
     first = np.concatenate([recon[:n], samples[pick.numpy()]]).astype(np.int16)
     return round(float(np.abs(again - first).mean()), 3)
 
@@ -431,14 +320,14 @@ def score_task(judge: Judge, task: str, prepared: Prepared | None, enc: dict[str
             if stale and builds_nothing(error, prepared.class_name):
                 raise SubmissionError(stale)
             raise SubmissionError(f"{error} ({stale})" if stale else error)
-        latent_dim = _int(enc, "latent_dim")
-        if _int(dec, "latent_dim") != latent_dim:
+        latent_dim = reply_int(enc, "latent_dim")
+        if reply_int(dec, "latent_dim") != latent_dim:
             raise SubmissionError("the encoding and decoding processes built models of different latent_dim.")
         labels = np.repeat(np.arange(10), settings.per_label)
-        recon = _array(dec, "recon", judge.test_u8.shape, np.uint8)
-        samples = _array(dec, "samples", (len(labels), 28, 28), np.uint8)
+        recon = reply_array(dec, "recon", judge.test_u8.shape, np.uint8)
+        samples = reply_array(dec, "samples", (len(labels), 28, 28), np.uint8)
         warnings = reply_warnings(dec)
-        recorded = _int(enc, "latent_dim_recorded")
+        recorded = reply_int(enc, "latent_dim_recorded")
         names = prepared.files
         if recorded >= 0:
             warnings.append(

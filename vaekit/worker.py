@@ -1,6 +1,6 @@
 """The process that runs a submission's code: ``python -m vaekit.worker encode|decode JOB_JSON``.
 
-The grader starts one per stage and submission, inside the sandbox (``vaekit.sandbox``), on a private copy of
+The grader starts one per stage and submission, inside the sandbox (``vaekit.isolation``), on a private copy of
 ``submission.py`` and each task's ``<task>/epoch.pth`` and ``<task>/hyperparameters.txt``. It reads its input from
 stdin, then for each task of its job, in order, builds the model (finding the real ``latent_dim`` when the file
 records another) and writes one ``.npz`` to stdout, framed (``start`` and ``done`` per task) so the grader can time
@@ -37,7 +37,7 @@ from . import course_inference
 from .checkpoint import CheckpointError, load_checkpoint, read_hyperparameters
 from .course import TASKS, SubmissionError, load_model, load_submission
 from .generation import decode_codes, decode_noise, encode_means, fast_layout, quantize, sample_noise
-from .sandbox import MAX_OUTPUT_BYTES
+from .protocol import write_frame
 
 REPEAT = 100  # reconstructions and samples decoded twice
 MAX_TASKS = 64  # processes and threads the submission may have at once (torch with 2 threads uses about 10)
@@ -148,66 +148,6 @@ def main() -> None:
         buf = io.BytesIO()
         np.savez(buf, **out)
         write_frame(result, "done", spec["task"], buf.getvalue())
-
-
-# -- frames: one process's replies, task by task -----------------------------------------------------------
-
-
-FRAME_KINDS = ("start", "done")
-MAX_HEADER = 64
-MAX_FRAME = MAX_OUTPUT_BYTES  # bytes of one reply: no more than the grader reads of a process's whole output
-
-
-def write_frame(out, kind: str, task: str, payload: bytes = b"") -> None:
-    """``KIND TASK NBYTES\\n`` then the bytes: the grader sees each task begin and end as it happens."""
-    out.write(f"{kind} {task} {len(payload)}\n".encode() + payload)
-    out.flush()
-
-
-class FrameReader:
-    """Reads a worker's frames as its output grows: ``start`` then ``done`` for each task of ``tasks``, in that order.
-    The submission runs in the process and may write anything to it; whatever breaks that sequence (a forged frame, a
-    half-written header, a frame declared larger than ``MAX_FRAME``) ends the reading for good, and the task then on
-    gets the process's failure. New bytes are appended in place: a byte at a time costs the grader no more than a
-    frame at once."""
-
-    def __init__(self, tasks: list[str]):
-        self.expected = [(kind, task) for task in tasks for kind in FRAME_KINDS]
-        self.buf = bytearray()
-        self.seen = 0
-        self.broken = False
-        self.need = 1  # bytes the buffer must hold before the next frame can be complete
-
-    def feed(self, chunks: list[bytes]) -> list[tuple[str, str, bytes]]:
-        """The frames completed by ``chunks[self.seen:]`` (the list a drain thread appends to)."""
-        new = chunks[self.seen:]
-        self.seen += len(new)
-        if self.broken:
-            return []
-        for chunk in new:
-            self.buf += chunk  # a bytearray grows in place
-        frames = []
-        while self.expected and len(self.buf) >= self.need:
-            end = self.buf.find(b"\n", 0, MAX_HEADER)
-            if end < 0:
-                self.broken = len(self.buf) >= MAX_HEADER
-                return frames
-            kind, task = self.expected[0]
-            head = f"{kind} {task} ".encode()
-            size = bytes(self.buf[len(head):end])
-            if (not self.buf.startswith(head) or not size.isdigit() or len(size) > 12 or int(size) > MAX_FRAME
-                    or (kind == "start" and size != b"0")):
-                self.broken = True
-                return frames
-            self.need = end + 1 + int(size)
-            if len(self.buf) < self.need:
-                return frames
-            frames.append((kind, task, bytes(self.buf[end + 1:self.need])))
-            del self.buf[:self.need]
-            self.need = 1
-            self.expected.pop(0)
-        self.broken = bool(self.buf) and not self.expected  # anything after the last task's reply is not the grader's
-        return frames
 
 
 if __name__ == "__main__":

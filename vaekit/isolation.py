@@ -1,5 +1,5 @@
-"""Isolation for untrusted submissions: checked zip extraction, and every run of the submission's code
-in a bubblewrap sandbox.
+"""Isolation of a submission's code: every run of it in a bubblewrap sandbox, as uid 65534 when the grader is
+root, inside one control group per submission (memory, processes, CPU share), with the worker's environment.
 
 Inside the sandbox the process sees, read-only, only the Python runtime and its packages, the ``vaekit``
 package (its ``assets/`` hidden), and a private copy of the submission's three files at ``/submission``;
@@ -16,188 +16,25 @@ from __future__ import annotations
 
 import functools
 import itertools
-import lzma
 import os
-import re
 import shlex
 import shutil
-import signal
 import site
-import stat
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-import zipfile
-import zlib
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-from .course import MODEL_FILES, TASKS, TRAINER_HYPERPARAMETERS, GradingMachineError, SubmissionError
+from .course import GradingMachineError
 from .paths import PACKAGE_DIR
 
-MAX_ZIP_BYTES = 200 * 2**20  # uncompressed total; a real submission is about 15 MB
-MAX_ZIP_FILES = 200
-MAX_RATIO = 200  # compressed -> uncompressed, per entry (zip bombs compress far better than weights)
-MAX_OUTPUT_BYTES = 256 * 2**20  # what a worker may send back (10 000 + 10 000 images are 16 MB per task)
-POLL_S = 0.05  # how often a running worker's output and time are looked at
 TMPFS_BYTES = 256 * 2**20  # the sandbox's private /tmp
 SHM_BYTES = 16 * 2**20  # its /dev/shm (Python's multiprocessing needs one; nothing the grader runs does)
 TMPFS_INODES = 16384  # files and folders /tmp may hold (as root; elsewhere the memory cgroup counts their memory)
 SHM_INODES = 1024
 SANDBOX_DIR = "/submission"  # where the private copy of the submission appears inside the sandbox
 ISOLATION_MODES = ("auto", "required", "none")
-
-
-MAX_NAME_BYTES = 255  # one path component, as most file systems allow
-ZIP_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA)
-
-
-def _zip_parts(name: str) -> tuple[str, ...]:
-    """The components of a zip entry's name, or a ``SubmissionError`` for one that is not a plain relative path."""
-    clean = name.replace("\\", "/")
-    parts = tuple(p for p in clean.split("/") if p)
-    if clean.startswith("/") or (parts and ":" in parts[0]) or ".." in parts:
-        raise SubmissionError(f"the zip entry {name[:200]!r} points outside the submission folder.")
-    if not parts or "." in parts or any(len(p.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES for p in parts):
-        raise SubmissionError(f"the zip entry {name[:200]!r} is not a usable file name.")
-    return parts
-
-
-def safe_extract(zip_path: str | Path, dest: str | Path, max_bytes: int = MAX_ZIP_BYTES,
-                 max_files: int = MAX_ZIP_FILES) -> Path:
-    """Extract ``zip_path`` into ``dest`` after checking every entry; never ``extractall``.
-
-    Rejects absolute names, ``..`` or ``.`` components, over-long names, links and device files, encrypted
-    entries and unknown compression methods, a name used as both file and folder, more than ``max_files``
-    entries, more than ``max_bytes`` declared uncompressed, suspicious compression ratios, and entries whose
-    real size exceeds what they declare. Whatever else reading the archive raises (a bad CRC, a truncated
-    stream, a full disk) becomes a ``SubmissionError`` too: one hand-in never stops a batch.
-    """
-    try:
-        return _extract(zip_path, Path(dest).resolve(), max_bytes, max_files)
-    except SubmissionError:
-        raise
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, RuntimeError, NotImplementedError, ValueError,
-            EOFError, zlib.error, lzma.LZMAError) as e:
-        raise SubmissionError(f"{Path(zip_path).name} could not be unpacked ({type(e).__name__}: "
-                              f"{str(e)[:200]}).") from e
-
-
-def _extract(zip_path: str | Path, dest: Path, max_bytes: int, max_files: int) -> Path:
-    try:
-        zf = zipfile.ZipFile(zip_path)
-    except (zipfile.BadZipFile, OSError) as e:
-        raise SubmissionError(f"{Path(zip_path).name} is not a readable zip file ({e}).") from e
-    with zf:
-        infos = zf.infolist()
-        if len(infos) > max_files:
-            raise SubmissionError(f"the zip holds {len(infos)} entries; at most {max_files} are allowed.")
-        total = sum(i.file_size for i in infos)
-        if total > max_bytes:
-            raise SubmissionError(f"the zip would unpack to {total / 2**20:.0f} MiB; at most "
-                                  f"{max_bytes / 2**20:.0f} MiB are allowed.")
-        files: set[tuple[str, ...]] = set()
-        folders: set[tuple[str, ...]] = set()
-        for info in infos:
-            name = info.filename
-            parts = _zip_parts(name)
-            kind = stat.S_IFMT(info.external_attr >> 16)  # 0 when the archiver recorded no Unix type
-            if kind not in (0, stat.S_IFREG, stat.S_IFDIR):
-                raise SubmissionError(f"the zip entry {name!r} is a link or special file; "
-                                      "only plain files are allowed.")
-            if info.flag_bits & 0x1:
-                raise SubmissionError(f"the zip entry {name!r} is encrypted; hand in a plain zip.")
-            if info.compress_type not in ZIP_METHODS:
-                raise SubmissionError(f"the zip entry {name!r} uses compression method {info.compress_type}, "
-                                      "which the grader does not read (use deflate).")
-            if info.compress_size and info.file_size / info.compress_size > MAX_RATIO and info.file_size > 2**20:
-                raise SubmissionError(f"the zip entry {name!r} expands {info.file_size // info.compress_size}x; "
-                                      "that looks like a zip bomb.")
-            (folders if info.is_dir() else files).add(parts)
-            folders.update(parts[:i] for i in range(1, len(parts)))
-        clash = files & folders
-        if clash or len(files) < sum(not i.is_dir() for i in infos):
-            which = "/".join(min(clash)) if clash else "a file"
-            raise SubmissionError(f"the zip names {which!r} more than once, or as both a file and a folder.")
-        for info in infos:
-            target = dest.joinpath(*_zip_parts(info.filename))
-            if info.is_dir():
-                target.mkdir(parents=True, exist_ok=True)
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with zf.open(info) as src, open(target, "xb") as out:
-                # Copy at most the declared size + 1 byte: a lying header cannot unpack more.
-                data = src.read(info.file_size + 1)
-                if len(data) > info.file_size:
-                    raise SubmissionError(f"the zip entry {info.filename!r} is larger than its header says.")
-                out.write(data)
-    return dest
-
-
-def _plain(path: Path, rel: str) -> bool:
-    """Whether ``path`` is a plain file (False if absent); a link or special file is the submission's error."""
-    try:
-        mode = os.lstat(path).st_mode
-    except FileNotFoundError:
-        return False
-    if stat.S_ISLNK(mode) or not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
-        raise SubmissionError(f"{rel} is a link or special file; a hand-in holds plain files and folders only.")
-    return stat.S_ISREG(mode)
-
-
-def _is_read(name: str) -> bool:
-    """The files of a task folder the grader reads (the brief's names and the course trainer's)."""
-    return name in (*MODEL_FILES, TRAINER_HYPERPARAMETERS) or re.fullmatch(r"epoch_\d{1,9}\.pth", name) is not None
-
-
-def copy_hand_in(src: Path, dest: Path, max_bytes: int = MAX_ZIP_BYTES) -> Path:
-    """Copy what the grader reads of a hand-in folder — ``submission.py`` and each task folder's checkpoints and
-    hyperparameters files, at its top or in its one top folder — into ``dest``, without following a link: a link
-    or special file among them is the submission's error, never a path to read. Everything else in the folder
-    (a virtual environment, the grader's own earlier outputs) is not looked at. Returns ``dest``."""
-    root = src
-    if not _plain(src / "submission.py", "submission.py"):
-        tops = [d for d in sorted(src.iterdir()) if not d.is_symlink() and d.is_dir()
-                and _plain(d / "submission.py", f"{d.name}/submission.py")]
-        if len(tops) != 1:
-            raise SubmissionError("submission.py not found at the top of the submission (or of its one top folder).")
-        root = tops[0]
-    dest.mkdir(parents=True)
-    picked = [("submission.py", root / "submission.py")]
-    for task in TASKS.values():
-        folder = root / task.folder
-        if _plain(folder, f"{task.folder}/") or not folder.is_dir():
-            continue  # a file where the folder should be: the task's files are missing, as the grader will say
-        (dest / task.folder).mkdir()
-        for entry in sorted(os.scandir(folder), key=lambda e: e.name):
-            if _is_read(entry.name) and _plain(Path(entry.path), f"{task.folder}/{entry.name}"):
-                picked.append((f"{task.folder}/{entry.name}", Path(entry.path)))
-    total = 0
-    for rel, path in picked:
-        total += os.lstat(path).st_size
-        if total > max_bytes:
-            raise SubmissionError(f"the hand-in's files are larger than {max_bytes / 2**20:.0f} MiB together.")
-        with open(path, "rb") as f_in, open(dest / rel, "xb") as f_out:
-            shutil.copyfileobj(f_in, f_out)
-    return dest
-
-
-def private_copy(files: dict[str, Path], dest: Path, max_bytes: int = MAX_ZIP_BYTES) -> Path:
-    """Copy the submission's files (plain files only: a link could point anywhere) into ``dest``, read-only for
-    everyone (the sandboxed process runs as another user)."""
-    dest.mkdir(parents=True, exist_ok=True)
-    dest.chmod(0o755)
-    for name, src in files.items():
-        if src.is_symlink() or not src.is_file():
-            raise SubmissionError(f"{src.name} must be a plain file, not a link or folder.")
-        if src.stat().st_size > max_bytes:
-            raise SubmissionError(f"{src.name} is larger than {max_bytes / 2**20:.0f} MiB.")
-        shutil.copyfile(src, dest / name)
-        (dest / name).chmod(0o444)
-    return dest
 
 
 # -- the sandbox --------------------------------------------------------------------------------------
@@ -475,107 +312,3 @@ def resolve_isolation(mode: str) -> tuple[str, str | None]:
     return "none", (f"the submission's code ran without OS isolation ({reason}): it could read the grader's "
                     "files, the test images included, and write where the grader can. Grade with "
                     "--isolation required on Linux when the marks count.")
-
-
-@dataclass
-class WorkerRun:
-    returncode: int
-    stdout: bytes  # the worker's result (npz bytes)
-    stderr_tail: str  # what the submission printed, last lines
-    timed_out: bool
-    overflow: bool  # the result was larger than MAX_OUTPUT_BYTES
-
-
-def _drain(pipe, keep: list[bytes], limit: int, flags: dict[str, bool], tail: bool) -> None:
-    """Read ``pipe`` to its end, keeping at most ``limit`` bytes (a flood cannot fill the grader's memory): the
-    first ones (the results, whose complete frames stay readable) or, with ``tail``, the last ones (what was
-    printed last)."""
-    size = 0
-    for chunk in iter(lambda: pipe.read1(1 << 16), b""):  # what has arrived, not a full 64 KiB
-        if size + len(chunk) > limit:
-            flags["overflow"] = True
-            if not tail:
-                continue
-            keep[:] = keep[-4:]
-            size = sum(map(len, keep))
-        keep.append(chunk)
-        size += len(chunk)
-
-
-class Worker:
-    """One run of ``python -m vaekit.worker MODE JOB`` on ``files_dir``, sandboxed when ``isolation`` is
-    ``bubblewrap``. It starts at once and imports torch, but runs none of the submission's code until its input
-    arrives (see ``vaekit.worker``); it never raises for what the submission does."""
-
-    def __init__(self, mode: str, job: dict, files_dir: Path, isolation: str, threads: int,
-                 cgroup: SubmissionCgroup | None = None):
-        import json
-
-        self.sandbox: SandboxCommand | None = None
-        sandboxed = isolation == "bubblewrap"
-        where = {"files": SANDBOX_DIR, "sandboxed": True} if sandboxed else {"files": str(files_dir)}
-        cmd = [sys.executable, "-m", "vaekit.worker", mode, json.dumps({**job, **where})]
-        if sandboxed:
-            self.sandbox = SandboxCommand(files_dir, threads, cmd, cgroup)
-            cmd, cwd, env = self.sandbox.argv, "/", None
-        else:
-            home = tempfile.mkdtemp(prefix="home-", dir=files_dir.parent)
-            cwd, env = home, worker_env(home, threads)
-        try:
-            self.proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                         stderr=subprocess.PIPE, start_new_session=True)  # a timeout kills the group
-        except OSError:
-            self.close()
-            raise
-        self.out: list[bytes] = []
-        self.err: list[bytes] = []
-        self.flags = {"overflow": False}
-        self.readers = [
-            threading.Thread(target=_drain, args=(self.proc.stdout, self.out, MAX_OUTPUT_BYTES, self.flags, False),
-                             daemon=True),
-            threading.Thread(target=_drain, args=(self.proc.stderr, self.err, 1 << 16, {"overflow": False}, True),
-                             daemon=True)]
-        for r in self.readers:
-            r.start()
-
-    def run(self, stdin: bytes, deadline: Callable[[list[bytes]], float]) -> WorkerRun:
-        """Send the input, wait for the process to end, and reap it. ``deadline(output so far)`` says, as the output
-        grows, until when (``time.monotonic()``) the process may run: past it, it is killed (``timed_out``)."""
-
-        def feed() -> None:  # in a thread: a worker that never reads its input must not block the grader
-            try:
-                self.proc.stdin.write(stdin)
-                self.proc.stdin.close()
-            except (BrokenPipeError, OSError, ValueError):
-                pass  # the worker died early (or was killed); its exit status and stderr say why
-
-        writer = threading.Thread(target=feed, daemon=True)
-        writer.start()
-        timed_out = False
-        while True:
-            try:
-                self.proc.wait(timeout=POLL_S)
-                break
-            except subprocess.TimeoutExpired:
-                if time.monotonic() > deadline(self.out):
-                    timed_out = True
-                    self.kill()
-                    break
-        for r in [*self.readers, writer]:
-            r.join(timeout=10)
-        self.close()
-        tail = b"".join(self.err).decode(errors="replace").strip().splitlines()[-5:]
-        return WorkerRun(self.proc.returncode, b"".join(self.out), " | ".join(tail)[-800:], timed_out,
-                         self.flags["overflow"])
-
-    def kill(self) -> None:
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.proc.wait()
-        self.close()
-
-    def close(self) -> None:
-        if self.sandbox is not None:
-            self.sandbox.close()

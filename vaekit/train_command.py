@@ -27,7 +27,7 @@ from .course import TASKS, SubmissionError, load_model, load_submission, trained
 from .generation import fast_layout, grid_labels, reconstruct, sample
 from .paths import ROOT
 from .samplecheck import PER_DIGIT, check_samples
-from .training import fit
+from .training_loop import fit
 
 # Training settings recorded under "training" in hyperparameters.txt (the rest describe the model or the machine).
 TRAINING_KEYS = ("epochs", "lr", "batch_size", "var", "prior", "prior_shrink", "sharpen_epochs",
