@@ -53,11 +53,11 @@ def reused_row(folder: Path, args: argparse.Namespace, parser: argparse.Argument
     ran = (training.get("loss"), training.get("time_budget"), training.get("seed"), training.get("dry_run"))
     if ran != ("nsgan", args.time_budget, args.seed, args.dry_run):
         parser.error(f"--nsgan-from: {folder} ran with loss, time budget, seed, dry run = {ran}, not "
-                     f"('nsgan', {args.time_budget:g}, {args.seed}, {args.dry_run}).")
+                     f"('nsgan', {args.time_budget}, {args.seed}, {args.dry_run}).")
     return {**row, "from": str(folder.parent)}
 
 
-def markdown(rows: list[dict], budget: float) -> str:
+def markdown(rows: list[dict], budget: float, dry_run: bool = False) -> str:
     def cell(key: str, r: dict) -> str:
         v = r.get(key)
         if v is None:
@@ -72,7 +72,8 @@ def markdown(rows: list[dict], budget: float) -> str:
     lines += ["| " + " | ".join(cell(k, r) for k, _ in COLUMNS) + " |" for r in rows]
     lines.append("")
     lines.append(f"Each loss trained by `labs/cgan.py --loss LOSS --time-budget {budget:g}` (GAN s: the adversarial "
-                 "phase; wall s adds the inversion encoder) and graded with 1000 samples per digit. Worst accuracy "
+                 f"phase; wall s adds the inversion encoder) and graded with {50 if dry_run else 1000} samples per "
+                 "digit" + (" (a dry run: a smoke test, not a measurement)" if dry_run else "") + ". Worst accuracy "
                  "drop: the largest fall, between two epochs, of the share of 500 samples read as the requested digit.")
     return "\n".join(lines) + "\n"
 
@@ -110,7 +111,7 @@ def main(argv: list[str] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "table.json").write_text(json.dumps({"time_budget": args.time_budget, "seed": args.seed,
                                                 "dry_run": args.dry_run, "rows": rows}, indent=2) + "\n")
-    table = markdown(rows, args.time_budget)
+    table = markdown(rows, args.time_budget, args.dry_run)
     (out / "table.md").write_text(table)
     print(table)
 
