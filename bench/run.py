@@ -160,7 +160,9 @@ def markdown(rows: list[dict], machine: dict) -> str:
                  f"{machine['date']}. Canonical MLP VAE, {CANONICAL_EPOCHS} epochs, timed just before and just "
                  f"after each default training: {canon['vae']} s around `train_vae.py`, {canon['gen']} s around "
                  f"`train_cond.py`"
-                 + (f", {canon['cgan']} s around `labs/cgan.py` (its row's 1 ×)" if "cgan" in canon else "")
+                 + (f", {canon['cgan']} s around `labs/cgan.py` (its row's 1 ×"
+                    + (f"; that row rerun on {machine['gan_row_date']} by `--only cgan`" if "gan_row_date" in machine
+                       else "") + ")" if "cgan" in canon else "")
                  + f"; each task's mean is its rows' 1 ×. `grade.py` on both default models: "
                  f"{machine['grade_s']:.0f} s. The training images' own digit histogram deviates "
                  f"{100 * machine['real_histogram_max_deviation']:.0f} % from uniform "
