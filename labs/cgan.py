@@ -34,9 +34,10 @@ from tqdm.auto import tqdm
 
 from vaekit import checkpoint
 from vaekit.cli import HelpFormatter, add_run_flags, setup_run
-from vaekit.course import load_submission, write_course_folder
+from vaekit.course import load_submission
 from vaekit.data import Split
 from vaekit.paths import ROOT
+from vaekit.train_command import write_course_folder
 from vaekit.training_loop import fit
 
 # The lab's model is a submission file, loaded the way the grader loads one.

@@ -1,6 +1,6 @@
 """Machinery shared by the course scripts, each piece written once.
 
-``course`` holds what the course defines (task folders, required files, loading and writing a course folder);
+``course`` holds what the course defines (task folders, required files, loading a course folder);
 ``train_command`` the run of ``train_vae.py`` / ``train_cond.py``; ``training_loop`` the one training loop;
 ``cli`` the flags every script shares. The grader: ``grading`` runs one submission: ``intake`` checks and copies
 its files, ``isolation`` sandboxes its code, ``protocol`` drives the ``worker`` process and reads its replies;

@@ -1,8 +1,8 @@
 """What the course defines: the two tasks and their folders, the files a hand-in holds, and how a
-course folder (``epoch.pth`` + ``hyperparameters.txt``) is loaded into a model or written from one.
+course folder (``epoch.pth`` + ``hyperparameters.txt``) is loaded into a model and where it came from.
 
-Every script that reads or writes a course folder goes through here: the train scripts, the grader's
-worker, the bench, the report and the labs.
+Every script that reads a course folder goes through here: the train scripts, the grader's worker, the bench,
+the report and the labs (a trained model is written by ``vaekit.train_command.write_course_folder``).
 """
 
 from __future__ import annotations
@@ -205,38 +205,3 @@ def stale_reason(folder: str | Path, task: str, submission: str | Path, *, submi
         return (f"{folder.name}/{ckpt.name} is not the checkpoint its {hp_file.name} was written with (an interrupted "
                 f"training?): {retrain}.")
     return None
-
-
-def write_course_folder(folder: str | Path, model: nn.Module, *, task: str, model_kwargs: dict[str, Any],
-                        hyperparameters: dict[str, Any], history: list[dict] | dict[str, list[dict]],
-                        shown: tuple[torch.Tensor, torch.Tensor], seed: int, title: str, submission: str | Path,
-                        checkpoint_meta: dict[str, Any] | None = None) -> Path:
-    """Write a trained model as a course folder: ``epoch.pth``, ``hyperparameters.txt``, ``history.json``
-    and the figures ``loss_curves.png``, ``samples.png`` (row c = digit c) and ``reconstructions.png``
-    (originals over reconstructions of ``shown`` = (images, labels)). ``history`` is the per-epoch log, or
-    several named logs (the first is plotted). ``hyperparameters.txt`` records the sha256 of ``submission`` (the
-    file the model was trained from) and is written last, after its old copy is removed: a write that fails
-    leaves no folder that looks current.
-    """
-    from . import plots  # matplotlib: imported only where figures are drawn, never in the grader's worker
-    from .generation import grid_labels, reconstruct, sample
-
-    folder = Path(folder)
-    spec = TASKS[task]
-    model.eval()
-    (folder / "hyperparameters.txt").unlink(missing_ok=True)
-    checkpoint.save_checkpoint(folder / "epoch.pth", model.state_dict(), task=task, model_class=spec.model_class,
-                               model_kwargs=model_kwargs, **(checkpoint_meta or {}))
-    (folder / "history.json").write_text(json.dumps(history, indent=1) + "\n")
-    curves = history if isinstance(history, list) else next(iter(history.values()))
-    if curves:
-        plots.loss_curves(curves, folder / "loss_curves.png", title=title)
-    plots.save_grid(sample(model, grid_labels(), model_kwargs["latent_dim"], seed=seed), folder / "samples.png",
-                    nrow=10)
-    x, y = shown
-    plots.reconstruction_grid(x, reconstruct(model, x, y)[0], folder / "reconstructions.png")
-    checkpoint.write_hyperparameters(folder / "hyperparameters.txt", {
-        "task": task, "model_class": spec.model_class, "model_kwargs": model_kwargs,
-        "latent_dim": model_kwargs["latent_dim"], **hyperparameters, "versions": checkpoint.library_versions(),
-        "trained_from": trained_from(submission, folder / "epoch.pth")})
-    return folder

@@ -12,6 +12,7 @@ naming what it lacks otherwise.
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import shutil
 from pathlib import Path
@@ -23,7 +24,7 @@ from torch import nn
 from . import checkpoint, contract, defaults, plots
 from .adversarial import sharpen_decoder
 from .cli import HelpFormatter, add_run_flags, setup_run
-from .course import TASKS, SubmissionError, load_model, load_submission, trained_from, write_course_folder
+from .course import TASKS, SubmissionError, load_model, load_submission, trained_from
 from .generation import fast_layout, grid_labels, reconstruct, sample
 from .paths import ROOT
 from .samplecheck import PER_DIGIT, check_samples
@@ -268,3 +269,35 @@ def _train(task: str, args: argparse.Namespace) -> Path:
           f"{seconds:.0f} s ({result.stopped_by}). Wrote {out}/epoch.pth, hyperparameters.txt, "
           "loss_curves.png, samples.png, reconstructions.png")
     return out
+
+
+def write_course_folder(folder: str | Path, model: nn.Module, *, task: str, model_kwargs: dict[str, Any],
+                        hyperparameters: dict[str, Any], history: list[dict] | dict[str, list[dict]],
+                        shown: tuple[torch.Tensor, torch.Tensor], seed: int, title: str, submission: str | Path,
+                        checkpoint_meta: dict[str, Any] | None = None) -> Path:
+    """Write a trained model as a course folder: ``epoch.pth``, ``hyperparameters.txt``, ``history.json``
+    and the figures ``loss_curves.png``, ``samples.png`` (row c = digit c) and ``reconstructions.png``
+    (originals over reconstructions of ``shown`` = (images, labels)). ``history`` is the per-epoch log, or
+    several named logs (the first is plotted). ``hyperparameters.txt`` records the sha256 of ``submission`` (the
+    file the model was trained from) and is written last, after its old copy is removed: a write that fails
+    leaves no folder that looks current.
+    """
+    folder = Path(folder)
+    spec = TASKS[task]
+    model.eval()
+    (folder / "hyperparameters.txt").unlink(missing_ok=True)
+    checkpoint.save_checkpoint(folder / "epoch.pth", model.state_dict(), task=task, model_class=spec.model_class,
+                               model_kwargs=model_kwargs, **(checkpoint_meta or {}))
+    (folder / "history.json").write_text(json.dumps(history, indent=1) + "\n")
+    curves = history if isinstance(history, list) else next(iter(history.values()))
+    if curves:
+        plots.loss_curves(curves, folder / "loss_curves.png", title=title)
+    plots.save_grid(sample(model, grid_labels(), model_kwargs["latent_dim"], seed=seed), folder / "samples.png",
+                    nrow=10)
+    x, y = shown
+    plots.reconstruction_grid(x, reconstruct(model, x, y)[0], folder / "reconstructions.png")
+    checkpoint.write_hyperparameters(folder / "hyperparameters.txt", {
+        "task": task, "model_class": spec.model_class, "model_kwargs": model_kwargs,
+        "latent_dim": model_kwargs["latent_dim"], **hyperparameters, "versions": checkpoint.library_versions(),
+        "trained_from": trained_from(submission, folder / "epoch.pth")})
+    return folder
