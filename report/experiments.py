@@ -56,10 +56,12 @@ def _settings(threads: int):
 class Lab:
     """Trains and grades runs, each once (results cached on disk), ``jobs`` at a time on ``threads`` each."""
 
-    def __init__(self, epochs: int, seeds: int, jobs: int):
+    def __init__(self, epochs: int | None, seeds: int, jobs: int, knobs: tuple[str, ...] = ()):
         from vaekit.judge import Judge
 
-        self.epochs, self.seeds, self.jobs = epochs, list(range(seeds)), jobs
+        # None: each task's own default (the number of epochs the shipped models were trained for).
+        self.epochs = {task: epochs or script_defaults(task)["epochs"] for task in ("vae", "gen")}
+        self.seeds, self.jobs, self.knobs = list(range(seeds)), jobs, knobs
         self.cores = torch.get_num_threads() or 1  # before any run sets its own thread count
         self.threads = max(1, self.cores // jobs)
         self.judge = Judge(threads=self.threads)
@@ -74,14 +76,15 @@ class Lab:
 
     def run(self, task: str, seed: int, arch: str = "conv", **flags: Any) -> dict:
         """Train (unless done) and grade one run; ``flags`` are train-script options."""
-        name = "-".join([task, arch, f"e{self.epochs}", *(f"{k}{v}" for k, v in sorted(flags.items())), f"s{seed}"])
+        knobs = (f"{k}{v}" for k, v in sorted(flags.items()))
+        name = "-".join([task, arch, f"e{self.epochs[task]}", *knobs, f"s{seed}"])
         folder = RUNS / name
         done = folder / "result.json"
         if done.is_file():
             return json.loads(done.read_text())
         out = folder / ("VAEwolabel" if task == "vae" else "Genwithlabel")
         script = "train_vae.py" if task == "vae" else "train_cond.py"
-        cmd = [sys.executable, script, "--submission", str(ARCH_FILES[arch]), "--epochs", str(self.epochs),
+        cmd = [sys.executable, script, "--submission", str(ARCH_FILES[arch]), "--epochs", str(self.epochs[task]),
                "--sharpen-epochs", "0", "--seed", str(seed), "--workers", str(self.threads), "--out", str(out)]
         cmd += [f"--{k.replace('_', '-')}={v}" for k, v in flags.items()]
         t = time.perf_counter()
@@ -121,12 +124,31 @@ class Lab:
         (folder / "result.json").write_text(json.dumps(result, indent=1) + "\n")
         return result
 
+    def sweep(self, knobs: dict[str, tuple]) -> dict[str, tuple]:
+        """The knobs of ``knobs`` asked for by ``--knob`` (all when none was), with the values asked for."""
+        if not self.knobs:
+            return knobs
+        asked = dict(k.split("=", 1) if "=" in k else (k, "") for k in self.knobs)
+        return {k: tuple(type(v[0])(x) for x in asked[k].split(",")) if asked[k] else v
+                for k, v in knobs.items() if k in asked}
+
     def many(self, calls: list[tuple]) -> list[dict]:
         """Run ``(method, args, kwargs)`` calls ``jobs`` at a time, in order; count their core-seconds."""
         with ThreadPoolExecutor(self.jobs) as pool:
             results = list(pool.map(lambda c: c[0](*c[1], **c[2]), calls))
         self.core_seconds += sum(r.get("run_s", 0) * r["threads"] for r in results)
         return results
+
+
+def script_defaults(task: str) -> dict[str, Any]:
+    """``DEFAULTS`` of ``train_vae.py`` / ``train_cond.py``: what the shipped models were trained with."""
+    import importlib.util
+
+    path = ROOT / ("train_vae.py" if task == "vae" else "train_cond.py")
+    spec = importlib.util.spec_from_file_location(f"_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.DEFAULTS
 
 
 def summarise(runs: list[dict], knob: str, keys: tuple[str, ...]) -> list[dict]:
@@ -149,7 +171,7 @@ def summarise(runs: list[dict], knob: str, keys: tuple[str, ...]) -> list[dict]:
 def q1(lab: Lab) -> dict:
     defaults = {"lr": 2e-3, "latent_dim": 16, "var": 0.01}  # train_vae.py's
     sweeps = {}
-    for knob, values in Q1.items():
+    for knob, values in lab.sweep(Q1).items():
         calls = [(lab.run, ("vae", s), {k: v for k, v in {knob: x}.items() if v != defaults[k]})
                  for x in values for s in lab.seeds]
         runs = [{**r, knob: x} for r, x in zip(lab.many(calls), [x for x in values for _ in lab.seeds])]
@@ -164,11 +186,16 @@ def q2(lab: Lab) -> dict:
 
 
 def gen(lab: Lab) -> dict:
-    calls = [(lab.run, ("gen", s), {"var": v} if v != 0.003 else {}) for v in GEN_VAR for s in lab.seeds]
-    runs = [{**r, "var": v} for r, v in zip(lab.many(calls), [v for v in GEN_VAR for _ in lab.seeds])]
-    result: dict[str, Any] = {"defaults": {"var": 0.003, **GEN_PRIOR_BASE}, "var": summarise(runs, "var", GEN_KEYS)}
-    bases = {s: RUNS / "-".join(["gen", "conv", f"e{lab.epochs}", f"s{s}"]) for s in lab.seeds}
-    for knob, values in GEN_PRIOR.items():
+    # The refits below reuse the default σ_x²'s runs, so those are trained even when σ_x² is not swept.
+    var = lab.sweep({"var": GEN_VAR}).get("var", ())
+    trained = sorted({*var, 0.003}, key=GEN_VAR.index)
+    calls = [(lab.run, ("gen", s), {"var": v} if v != 0.003 else {}) for v in trained for s in lab.seeds]
+    runs = [{**r, "var": v} for r, v in zip(lab.many(calls), [v for v in trained for _ in lab.seeds])]
+    result: dict[str, Any] = {"defaults": {"var": 0.003, **GEN_PRIOR_BASE}}
+    if var:
+        result["var"] = summarise([r for r in runs if r["var"] in var], "var", GEN_KEYS)
+    bases = {s: RUNS / "-".join(["gen", "conv", f"e{lab.epochs['gen']}", f"s{s}"]) for s in lab.seeds}
+    for knob, values in lab.sweep(GEN_PRIOR).items():
         calls = [(lab.refit, (bases[s], s), {**GEN_PRIOR_BASE, knob: x}) for x in values for s in lab.seeds]
         result[knob] = summarise(lab.many(calls), knob, GEN_KEYS)
     return result
@@ -216,24 +243,39 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=HelpFormatter)
     p.add_argument("experiment", choices=[*EXPERIMENTS, "all"], help="which experiment to run")
-    p.add_argument("--epochs", type=int, default=2, help="training epochs per run (no sharpening)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="training epochs per run, no sharpening (default: each script's own, as the shipped models)")
+    p.add_argument("--knob", action="append", default=[], metavar="NAME[=V1,V2]",
+                   help="sweep only this knob (repeatable), optionally only these values; the result file keeps "
+                        "the other knobs' rows from earlier runs")
     p.add_argument("--seeds", type=int, default=3, help="seeds per setting (0, 1, ...)")
     p.add_argument("--jobs", type=int, default=1, help="runs at once (each gets cores / jobs threads)")
     args = p.parse_args(argv)
-    if args.seeds < 1 or args.epochs < 1 or args.jobs < 1:
+    if args.seeds < 1 or (args.epochs is not None and args.epochs < 1) or args.jobs < 1:
         p.error("--epochs, --seeds and --jobs must be at least 1.")
-    lab = Lab(args.epochs, args.seeds, args.jobs)
+    known = {*Q1, "var", *GEN_PRIOR}
+    if bad := [k for k in args.knob if k.split("=")[0] not in known]:
+        p.error(f"unknown --knob {bad[0]!r}; known: {', '.join(sorted(known))}")
+    lab = Lab(args.epochs, args.seeds, args.jobs, tuple(args.knob))
     for name in EXPERIMENTS if args.experiment == "all" else [args.experiment]:
         lab.core_seconds, t = 0.0, time.perf_counter()
         result = EXPERIMENTS[name](lab)
         # What the experiment costs from scratch: each run's training and grading seconds × its threads.
         core_seconds = lab.core_seconds or (time.perf_counter() - t) * lab.cores
+        path = RESULTS / f"{name.replace('-', '_')}.json"
+        command = " ".join(["python report/experiments.py", name, *(f"--knob {k}" for k in args.knob)])
         if name != "label-swap":  # the others train
-            result.update(epochs=args.epochs, seeds=args.seeds, jobs=args.jobs)
-        result.update(command=f"python report/experiments.py {name}", cpu_minutes=round(core_seconds / 60, 1),
+            result.update(epochs=lab.epochs["vae" if name in ("q1", "q2") else "gen"], seeds=args.seeds,
+                          jobs=args.jobs)
+        if args.knob and path.is_file():  # a partial rerun: keep the other knobs' rows (each row has its epochs)
+            old = json.loads(path.read_text())
+            swept = {k: result[k] for k in ("sweeps", "var", *GEN_PRIOR) if k in result}
+            if "sweeps" in swept:
+                swept["sweeps"] = {**old.get("sweeps", {}), **swept["sweeps"]}
+            result = {**old, **result, **swept, "commands": [*old.get("commands", [old.get("command")]), command]}
+        result.update(command=command, cpu_minutes=round(core_seconds / 60, 1),
                       cores=lab.cores, submission_sha256=file_sha256(ROOT / "submission.py"))
         RESULTS.mkdir(parents=True, exist_ok=True)
-        path = RESULTS / f"{name.replace('-', '_')}.json"
         path.write_text(json.dumps(result, indent=1) + "\n")
         print(f"wrote {path.relative_to(ROOT)} ({result['cpu_minutes']} CPU-minutes)")
 
