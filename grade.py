@@ -33,38 +33,39 @@ from vaekit.cli import HelpFormatter
 from vaekit.course import TASKS, SubmissionError
 from vaekit.data import DataError
 from vaekit.escape import terminal_text
+from vaekit.grade_record import TaskGrade, write_csv
 from vaekit.gradepage import write_page
 from vaekit.grading import GradeSettings, grade_submission
 from vaekit.isolation import ISOLATION_MODES
 from vaekit.judge import Judge
-from vaekit.results import write_csv
+from vaekit.settings import BatchSettings
 
 DEFAULT = GradeSettings()
 
 
-def summary(name: str, results: dict[str, dict]) -> str:
+def summary(name: str, results: dict[str, TaskGrade]) -> str:
     """The terminal's lines for one hand-in; what the hand-in wrote (names, errors, warnings) without control
     characters."""
     lines = [f"{name}:"]
     for task, r in results.items():
-        if r.get("error"):
-            lines.append(f"  {task:4s} ERROR  score 0 — {r['error']}")
+        if r.error:
+            lines.append(f"  {task:4s} ERROR  score 0 — {r.error}")
             continue
-        extra = (f"cond_acc {r['cond_accuracy']:.4f}  " if task == "gen"
-                 else f"hist_dev {r['histogram_max_deviation']:.2f}  ")
-        course = " ".join(f"{k} {r[k]:.{d}f}" for k, d in (("ssim", 4), ("mse", 5), ("fid", 4)) if r.get(k) is not None)
-        lines.append(f"  {task:4s} course {r['score']:.2f}/{r['max_score']:.0f} ({course or 'not graded'})  "
-                     f"fair {r['fair_score']:.2f}  split ssim {r['split']['ssim']:.4f}  {extra}"
-                     f"fid_ratio {r['fid_ratio']:.2f}  "
-                     f"diversity {r['diversity']:.3f}  memorization {r['memorization']:.3f}  "
-                     f"latent {r['latent_dim']}  isolation {r['isolation']}  ({r['timing']['total_s']:.0f} s)")
-        lines += [f"       warning: {w}" for w in r.get("warnings", [])]
+        extra = (f"cond_acc {r.cond_accuracy:.4f}  " if task == "gen"
+                 else f"hist_dev {r.histogram_max_deviation:.2f}  ")
+        course = " ".join(f"{k} {getattr(r, k):.{d}f}" for k, d in (("ssim", 4), ("mse", 5), ("fid", 4))
+                          if getattr(r, k) is not None)
+        lines.append(f"  {task:4s} course {r.score:.2f}/{r.max_score:.0f} ({course or 'not graded'})  "
+                     f"fair {r.fair_score:.2f}  split ssim {r.split['ssim']:.4f}  {extra}"
+                     f"fid_ratio {r.fid_ratio:.2f}  diversity {r.diversity:.3f}  memorization {r.memorization:.3f}  "
+                     f"latent {r.latent_dim}  isolation {r.isolation}  ({r.timing['total_s']:.0f} s)")
+        lines += [f"       warning: {w}" for w in r.warnings or []]
     return "\n".join(terminal_text(line) for line in lines)
 
 
-def exit_status(results: list[dict]) -> int:
+def exit_status(results: list[TaskGrade]) -> int:
     """0 when every task was graded, 1 when any failed."""
-    return 1 if any(r.get("error") for r in results) else 0
+    return 1 if any(r.error for r in results) else 0
 
 
 def grade_batch(p: argparse.ArgumentParser, args: argparse.Namespace, settings: GradeSettings,
@@ -92,8 +93,8 @@ def grade_batch(p: argparse.ArgumentParser, args: argparse.Namespace, settings: 
             prepare_cluster(client, args.test_data, args.classifier, settings)
             grade, errors = dask_grader(client, args.tasks, settings), (KilledWorker,)
             slots = 2 * max(1, sum(w["nthreads"] for w in client.scheduler_info()["workers"].values()))
-        outcomes, graded = run_batch(entries, out, args.tasks, settings, lambda sha: f"{key}:{sha}", grade, slots,
-                                     regrade=args.regrade, budget=args.batch_budget, cluster_errors=errors)
+        outcomes, graded = run_batch(entries, out, args.tasks, lambda sha: f"{key}:{sha}", grade,
+                                     BatchSettings(slots, args.regrade, args.batch_budget), errors)
     except (ConnectionError, SubmissionError, FileNotFoundError) as e:
         p.exit(2, f"grade.py: error: {e}\n")
     finally:

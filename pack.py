@@ -25,6 +25,8 @@ from vaekit import contract
 from vaekit.checkpoint import CheckpointError, file_sha256, read_hyperparameters
 from vaekit.cli import HelpFormatter
 from vaekit.course import HANDIN_FILES, TASKS, SubmissionError, load_submission, stale_reason
+from vaekit.course_inference import harness_model
+from vaekit.grade_record import TaskGrade
 from vaekit.outputs import write_atomic
 from vaekit.paths import ROOT
 from vaekit.student import StudentFileError, read_student, unfilled
@@ -57,15 +59,8 @@ def course_load_problems(root: Path) -> list[str]:
             continue
         try:
             latent_dim = read_hyperparameters(folder / "hyperparameters.txt")["latent_dim"]
-            model = contract.build(sub, spec.name, latent_dim)
             state = torch.load(folder / "epoch.pth", map_location="cpu", weights_only=True)["model_state_dict"]
-            try:
-                model.load_state_dict(state)
-            except RuntimeError as e:
-                raise CheckpointError(f"{spec.model_class}(latent_dim={latent_dim}).load_state_dict failed "
-                                      f"({str(e).strip().splitlines()[0]} …): keep every size but latent_dim as a "
-                                      "default in submission.py, then retrain") from e
-            contract.decode_one(model.eval(), latent_dim, 0)
+            contract.decode_one(harness_model(sub, spec.name, latent_dim, state), latent_dim, 0)
         except (SubmissionError, CheckpointError, KeyError, OSError, RuntimeError) as e:
             found.append(f"{spec.folder}/: the course's harness cannot use this model: {e}")
     return found
@@ -103,13 +98,14 @@ def problems(root: Path, group: int | None = None) -> list[str]:
         if not (result_path.is_file() and ckpt.is_file()):
             continue
         try:
-            result = json.loads(result_path.read_text())
-        except json.JSONDecodeError:
-            found.append(f"{folder}/grade_result.json: not valid JSON; regrade with `python grade.py`")
+            grade = TaskGrade.read(result_path)
+        except (ValueError, TypeError):
+            found.append(f"{folder}/grade_result.json: not a grade (not valid JSON, or unknown fields); regrade with "
+                         "`python grade.py`")
             continue
-        if result.get("error"):
-            found.append(f"{folder}/grade_result.json: grading failed: {result['error']}")
-        recorded = result.get("settings", {}).get("epoch_sha256")
+        if grade.error:
+            found.append(f"{folder}/grade_result.json: grading failed: {grade.error}")
+        recorded = (grade.settings or {}).get("epoch_sha256")
         if recorded != file_sha256(ckpt):
             found.append(f"{folder}/grade_result.json: stale (it graded another epoch.pth); "
                          "regrade with `python grade.py`")

@@ -29,9 +29,9 @@ from pathlib import Path
 
 from bench.cluster import LocalDaskCluster
 from vaekit.cluster import make_certificates
+from vaekit.grade_record import batch_grades
 from vaekit.paths import ROOT
 from vaekit.readme import replace_block
-from vaekit.results import batch_grades
 
 SOURCES = {"default": ROOT, "mlp": ROOT / "bench" / "reference" / "mlp"}
 CLASSES = (300, 3000)  # class sizes the projection is given for

@@ -28,8 +28,9 @@ from pathlib import Path
 import torch
 
 from vaekit import checkpoint
+from vaekit.building import load_model
 from vaekit.cli import HelpFormatter
-from vaekit.course import TASKS, load_model
+from vaekit.course import TASKS
 from vaekit.data import load_mnist
 from vaekit.grading import GradeSettings, grade_submission
 from vaekit.judge import Judge

@@ -27,9 +27,10 @@ import torch
 from skimage.metrics import structural_similarity
 
 from vaekit import course_inference, metrics
+from vaekit.building import load_model
 from vaekit.checkpoint import load_checkpoint
 from vaekit.classifier import features_and_digits
-from vaekit.course import TASKS, load_model, load_submission
+from vaekit.course import TASKS, load_submission
 from vaekit.generation import decode_codes, decode_noise, encode_means, fast_layout, sample_noise
 from vaekit.grading import GradeSettings
 from vaekit.isolation import SandboxCommand, probe_bubblewrap
@@ -84,9 +85,9 @@ def profile_task(judge: Judge, sub, task: str, per_label: int) -> dict[str, floa
     y = torch.from_numpy(judge.test_y).long()
     state = load_checkpoint(folder / "epoch.pth")["model_state_dict"]
     replay, rows["course replay: forward over the test set"] = timed(
-        lambda: course_inference.reconstructions(course_inference.build(sub, task, d, state), x, y))
+        lambda: course_inference.reconstructions(course_inference.harness_model(sub, task, d, state), x, y))
     _, rows["course replay: single decodes"] = timed(
-        lambda: course_inference.samples(course_inference.build(sub, task, d, state), d,
+        lambda: course_inference.samples(course_inference.harness_model(sub, task, d, state), d,
                                          course_inference.SAMPLES_PER_DIGIT[task]))
     mu, rows["split: encode the test set"] = timed(lambda: encode_means(model, x, y))
     recon, rows["split: decode the codes"] = timed(lambda: decode_codes(model, mu, y))

@@ -42,7 +42,8 @@ from vaekit.cli import HelpFormatter, add_run_flags, setup_device
 from vaekit.data import Split
 from vaekit.paths import ROOT
 from vaekit.photos import CONTENT_PHOTOS, STYLE_PHOTOS, load_image_folder, random_crops, sample_photos
-from vaekit.training_loop import fit
+from vaekit.settings import FitSettings
+from vaekit.training_loop import FitHooks, fit
 
 plt.switch_backend("Agg")  # no display on a CI box or a laptop over SSH
 
@@ -238,8 +239,8 @@ def train(args: argparse.Namespace) -> None:
         return {"transfer (content | style | output)": row}
 
     result = fit(model, loss_fn, Split(content, zeros), Split(content[:args.batch_size], zeros[:args.batch_size]),
-                 epochs=10, lr=args.lr, batch_size=args.batch_size, seed=args.seed, device=device,
-                 tensorboard=str(out / "tensorboard"), log_images=at_part_end, keep="last", desc="AdaIN")
+                 FitSettings(10, args.lr, args.batch_size, args.seed, device, keep="last", desc="AdaIN"),
+                 FitHooks(tensorboard=str(out / "tensorboard"), log_images=at_part_end))
 
     # -- figures: the fixed pair at each checkpoint, and α at the last -----------------------------
     rows = torch.cat([s["row"] for s in saved], 1) if saved else transfer_row(model, fixed_c, fixed_s)

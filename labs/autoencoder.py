@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -25,6 +26,7 @@ from vaekit import plots
 from vaekit.cli import HelpFormatter, add_run_flags, setup_run
 from vaekit.metrics import psnr
 from vaekit.paths import ROOT
+from vaekit.settings import FitSettings
 from vaekit.training_loop import evaluate, fit
 
 plt.switch_backend("Agg")  # no display on a CI box or a laptop over SSH
@@ -106,8 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     device, train, valid, test, max_steps = run.device, run.train, run.valid, run.test, run.max_steps
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    common = dict(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed, device=device,
-                  max_steps=max_steps)
+    common = FitSettings(args.epochs, args.lr, args.batch_size, args.seed, device, max_steps=max_steps)
 
     # -- three autoencoders: plain, denoising, L2-regularised -----------------------------------------
     models, numbers = {}, {}
@@ -115,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
                               ("l2", bce_loss, args.weight_decay)):
         torch.manual_seed(args.seed)
         model = DeepAutoencoder()
-        result = fit(model, loss_fn, train, valid, weight_decay=wd, desc=f"AE {name}", **common)
+        result = fit(model, loss_fn, train, valid, replace(common, weight_decay=wd, desc=f"AE {name}"))
         model = model.cpu().eval()
         models[name] = model
         numbers[name] = {"epochs": result.epochs_run, "train_seconds": round(result.seconds, 1),

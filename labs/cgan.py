@@ -37,6 +37,7 @@ from vaekit.cli import HelpFormatter, add_run_flags, setup_run
 from vaekit.course import load_submission
 from vaekit.data import Split
 from vaekit.paths import ROOT
+from vaekit.settings import FitSettings
 from vaekit.train_command import write_course_folder
 from vaekit.training_loop import fit
 
@@ -333,8 +334,8 @@ def main(argv: list[str] | None = None) -> None:
     ema, history, stopped_by, gan_s = train_gan(model, disc, train, args, device, max_steps, progress)
     model.generator.load_state_dict(ema.state_dict())  # what is saved and sampled: the averaged generator
     model.generator.requires_grad_(False)
-    enc = fit(model, inversion_loss, train, valid, epochs=args.encoder_epochs, lr=1e-3, batch_size=128,
-              seed=args.seed, device=device, max_steps=max_steps, desc="encoder")
+    enc = fit(model, inversion_loss, train, valid,
+              FitSettings(args.encoder_epochs, 1e-3, 128, args.seed, device, max_steps=max_steps, desc="encoder"))
     seconds = time.perf_counter() - t0
     model = model.cpu().eval()
 

@@ -24,6 +24,7 @@ from torch import nn
 from vaekit.classifier import classifier_loss
 from vaekit.cli import HelpFormatter, add_run_flags, setup_run
 from vaekit.paths import ROOT
+from vaekit.settings import FitSettings
 from vaekit.training_loop import evaluate, fit
 
 plt.switch_backend("Agg")  # no display on a CI box or a laptop over SSH
@@ -89,8 +90,9 @@ def main(argv: list[str] | None = None) -> None:
     for name, build in nets.items():
         torch.manual_seed(args.seed)
         model = build()
-        result = fit(model, classifier_loss, train, valid, epochs=args.epochs, lr=args.lr,
-                     batch_size=args.batch_size, seed=args.seed, device=device, max_steps=max_steps, desc=name)
+        result = fit(model, classifier_loss, train, valid,
+                     FitSettings(args.epochs, args.lr, args.batch_size, args.seed, device, max_steps=max_steps,
+                                 desc=name))
         models[name] = model.cpu().eval()
         histories[name] = result.history
         test_metrics = evaluate(models[name], classifier_loss, test, 1000, torch.device("cpu"))

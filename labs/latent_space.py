@@ -35,6 +35,7 @@ from vaekit.data import Split
 from vaekit.metrics import psnr
 from vaekit.paths import ROOT
 from vaekit.photos import default_photo_set, load_image_folder
+from vaekit.settings import FitSettings
 from vaekit.training_loop import fit
 
 plt.switch_backend("Agg")  # no display on a CI box or a laptop over SSH
@@ -243,9 +244,9 @@ def main(argv: list[str] | None = None) -> None:
         name = "plain" if noise_var == 0 else f"channel σ²={noise_var}"
         torch.manual_seed(args.seed)
         model = ConvAutoencoder(args.width, noise_var)
-        result = fit(model, mse_loss, train, held, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-                     seed=args.seed, device=device, time_budget=budget,
-                     max_steps=DRY_RUN_STEPS if args.dry_run else None, desc=name)
+        result = fit(model, mse_loss, train, held,
+                     FitSettings(args.epochs, args.lr, args.batch_size, args.seed, device, time_budget=budget,
+                                 max_steps=DRY_RUN_STEPS if args.dry_run else None, desc=name))
         models[name] = model.cpu().eval()
         numbers["models"][name] = {
             "noise_var": noise_var, "snr_db": round(snr_db(noise_var), 2) if noise_var else None,

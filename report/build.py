@@ -19,9 +19,10 @@ import matplotlib.pyplot as plt
 import torch
 
 from vaekit import checkpoint, contract, plots
+from vaekit.building import load_model
 from vaekit.checkpoint import CheckpointError
 from vaekit.cli import HelpFormatter
-from vaekit.course import TASKS, SubmissionError, load_model, load_submission, stale_reason
+from vaekit.course import TASKS, SubmissionError, load_submission, stale_reason
 from vaekit.data import load_mnist
 from vaekit.paths import ROOT
 from vaekit.student import StudentFileError, read_student, unfilled

@@ -209,7 +209,7 @@ def label_swap(lab: Lab, n: int = 1000) -> dict:
     prior, decoded as digit y; the matrix ``[c][y]`` is the share classified as y (the label won) and
     ``as_source[c][y]`` the share classified as c (the code won).
     """
-    from vaekit.course import load_model
+    from vaekit.building import load_model
 
     model, _ = load_model(ROOT / "Genwithlabel")
     clf = lab.judge.classifier

@@ -6,6 +6,7 @@ import torch
 import submission as S
 from vaekit.adversarial import DecoderCritic, PatchDiscriminator, adversarial_loss, sharpen_decoder
 from vaekit.data import Split
+from vaekit.settings import FitSettings
 
 
 def _toy(n=64, seed=0):
@@ -75,8 +76,8 @@ def test_sharpen_changes_only_the_decoder(cls, conditional):
         mu, logvar = model.encode_latent(data.x, data.y)
     model.fit_prior(mu, logvar, data.y if conditional else None)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    res = sharpen_decoder(model, S, data, data, conditional=conditional, epochs=2, weight=1.0, lr=1e-3,
-                          var=0.01, batch_size=16, seed=0, device=torch.device("cpu"))
+    res = sharpen_decoder(model, S, data, data, FitSettings(2, 1e-3, 16), conditional=conditional, weight=1.0,
+                          var=0.01)
     after = model.state_dict()
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed and all(k.startswith("decoder.") for k in changed), changed

@@ -276,8 +276,9 @@ def test_no_decoder_runs_while_an_encoder_does(judge, tmp_path):
     import fcntl
     from concurrent.futures import ThreadPoolExecutor
 
-    from vaekit.grading import prepare_task, stage_files, stage_request
+    from vaekit.intake import prepare_task
     from vaekit.protocol import FrameReader, read_reply
+    from vaekit.stages import stage_files, stage_request
 
     sub = make_cheat(tmp_path / "sub", "lock_channel", tasks=("vae", "gen"), HOLD=2.0)
     res = grade_submission(judge, sub, tmp_path / "out", ["vae", "gen"], SETTINGS)

@@ -19,10 +19,10 @@ import pytest
 from vaekit import isolation
 from vaekit.course import SubmissionError
 from vaekit.escape import csv_cell, output_names, terminal_text
+from vaekit.grade_record import TaskGrade, error_results, is_final, round_floats, write_csv, write_result
 from vaekit.gradepage import RECON_PNG, SAMPLES_PNG, save_previews, write_page
 from vaekit.grading import GradeSettings, grade_submission
 from vaekit.protocol import MAX_FRAME, FrameReader, read_reply, reply_warnings, write_frame
-from vaekit.results import error_results, is_final, round_floats, write_csv, write_result
 
 NO_SANDBOX = isolation.probe_bubblewrap()
 needs_sandbox = pytest.mark.skipif(NO_SANDBOX is not None, reason=f"no bubblewrap sandbox here: {NO_SANDBOX}")
@@ -129,8 +129,8 @@ def test_every_hand_in_name_becomes_a_safe_unique_output_name(tmp_path):
 
 
 def test_the_sheet_never_starts_a_formula_and_the_terminal_gets_no_control_characters(tmp_path):
-    rows = [('=HYPERLINK("http://evil.example")', {**error_results(["vae"], "+cmd|' /C calc'!A0")["vae"]}),
-            ("G1", {"task": "vae", "score": -0.5, "error": None})]
+    rows = [('=HYPERLINK("http://evil.example")', error_results(["vae"], "+cmd|' /C calc'!A0")["vae"]),
+            ("G1", TaskGrade(task="vae", folder="VAEwolabel", max_score=10.0, score=-0.5))]
     write_csv(tmp_path / "grades.csv", rows)
     read = list(csv.DictReader((tmp_path / "grades.csv").open()))
     assert read[0]["submission"].startswith("'=") and read[0]["error"].startswith("'+")
@@ -144,7 +144,7 @@ def test_the_sheet_never_starts_a_formula_and_the_terminal_gets_no_control_chara
 
 
 def test_the_page_links_only_into_its_own_folders_with_unique_anchors(tmp_path):
-    ok = {"vae": {"task": "vae", "folder": "VAEwolabel", "error": None, "score": 5.0, "max_score": 10.0}}
+    ok = {"vae": TaskGrade(task="vae", folder="VAEwolabel", score=5.0, max_score=10.0)}
     graded = [("https:evil.example", ok), ("G7 FINAL", ok), ("G7-FINAL", ok)]
     page = write_page(tmp_path / "index.html", graded, ["https:evil.example/", "G7 FINAL/", "G7-FINAL/"], "class")
     doc = page.read_text()
@@ -157,21 +157,24 @@ def test_the_page_links_only_into_its_own_folders_with_unique_anchors(tmp_path):
 
 def test_no_nan_reaches_the_json(tmp_path):
     assert round_floats({"a": [float("nan"), float("inf"), 0.1234567]}) == {"a": [None, None, 0.123457]}
-    write_result(tmp_path, {"folder": "VAEwolabel", "repeat_difference": float("nan")})
+    write_result(tmp_path, TaskGrade(task="vae", folder="VAEwolabel", max_score=10.0, repeat_difference=float("nan"),
+                                     scored=True))
     assert json.loads((tmp_path / "VAEwolabel" / "grade_result.json").read_text())["repeat_difference"] is None
 
 
 def test_the_batch_keeps_only_what_a_grader_writes():
     from vaekit.batch import accepted
 
-    result = {"vae": {"folder": "VAEwolabel", "error": None}}
+    result = {"vae": TaskGrade.failed("vae", "an error")}
     files = {f"VAEwolabel/{SAMPLES_PNG}": b"png", "../../etc/evil": b"x", "VAEwolabel/grade_result.json": b"{}",
              "VAEwolabel/other.html": b"<script>"}
     assert accepted((result, files), ["vae"])[1] == {f"VAEwolabel/{SAMPLES_PNG}": b"png"}
     with pytest.raises(ValueError, match="another folder"):
-        accepted(({"vae": {"folder": ".."}}, {}), ["vae"])
+        accepted(({"vae": TaskGrade(task="vae", folder="..", max_score=10.0)}, {}), ["vae"])
+    with pytest.raises(ValueError, match="another folder"):
+        accepted(({"vae": {"task": "vae", "folder": "VAEwolabel"}}, {}), ["vae"])  # not a grade
     with pytest.raises(ValueError, match="other tasks"):
-        accepted(({"gen": {"folder": "Genwithlabel"}}, {}), ["vae"])
+        accepted(({"gen": TaskGrade.failed("gen", "an error")}, {}), ["vae"])
 
 
 @pytest.mark.slow
@@ -250,7 +253,7 @@ def test_a_failure_of_the_machine_is_not_a_verdict(judge, tmp_path, monkeypatch)
         settings = GradeSettings(per_label=10, isolation=isolation)
         grade, pool = local_grader(judge, ["vae"], settings, 1)
         try:
-            runs = [run_batch([entry], tmp_path / "out", ["vae"], settings, lambda sha: sha, grade, 1) for _ in "ab"]
+            runs = [run_batch([entry], tmp_path / "out", ["vae"], lambda sha: sha, grade) for _ in "ab"]
         finally:
             pool.shutdown()
         return [graded for _, graded in runs], runs[-1][0][0].results["vae"]

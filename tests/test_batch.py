@@ -15,7 +15,7 @@ import pytest
 from conftest import ctrl_c_reaches_python, run_main
 
 from bench.cluster import DASK, LocalDaskCluster
-from vaekit.results import batch_grades
+from vaekit.grade_record import batch_grades
 
 pytestmark = pytest.mark.slow
 COMMON = ["--samples-per-label", "20"]
@@ -208,7 +208,7 @@ def test_only_holders_of_the_clusters_certificates_join_or_connect(root, good, s
 def test_a_worker_receives_a_key_derived_from_the_secret_not_the_secret():
     from vaekit.batch import Staged
     from vaekit.cluster import dask_grader
-    from vaekit.grading import GradeSettings, sampling_seed
+    from vaekit.settings import GradeSettings, sampling_seed
 
     sent = []
 

@@ -241,7 +241,7 @@ def test_batch_budget_leaves_error_rows_for_what_it_could_not_start(root, good, 
 
 
 def test_sampling_seed_is_per_submission_and_secret():
-    from vaekit.grading import sampling_seed
+    from vaekit.settings import sampling_seed
 
     base = GradeSettings()
     same = {sampling_seed(base, "a" * 64, "b" * 64) for _ in range(3)}
@@ -356,3 +356,20 @@ def test_a_compressed_reply_is_refused_before_it_is_inflated(judge, variant, tmp
     patch_submission(variant, "import numpy as _np\n_np.savez = _np.savez_compressed")
     res = grade(judge, variant, tmp_path / "a", tasks=["vae"])["vae"]
     assert "compressed reply" in res["error"] and res["score"] == 0.0
+
+
+def test_a_grade_is_one_typed_record_whose_json_reads_back_the_same(root):
+    """The shipped grades read back into the type and write out the same fields; the docs' table is the type's."""
+    from vaekit.grade_record import FIELDS, TaskGrade, fields_table
+
+    for folder in ("VAEwolabel", "Genwithlabel"):
+        data = json.loads((root / folder / "grade_result.json").read_text())
+        grade = TaskGrade.read(root / folder / "grade_result.json")
+        assert set(data) <= set(FIELDS) and grade.to_dict() == data
+        assert grade.score == data["score"] and grade["fid_ratio"] == data["fid_ratio"] and grade.is_final
+    failed = TaskGrade.failed("gen", "no epoch.pth", machine=True)
+    assert failed.to_dict() == {"task": "gen", "folder": "Genwithlabel", "max_score": 30.0, "score": 0.0,
+                                "fair_score": 0.0, "error": "no epoch.pth", "machine_failure": True}
+    assert not failed.is_final and "cond_accuracy" not in TaskGrade.failed("vae", "x")
+    docs = (root / "docs" / "grading.md").read_text()
+    assert fields_table() in docs  # python -m vaekit.grade_record rewrites it

@@ -83,7 +83,7 @@ def test_the_sample_check_speaks_up_for_samples_that_are_not_digits(root):
 
 
 def test_the_kits_trained_models_pass_the_sample_check(root):
-    from vaekit.course import load_model
+    from vaekit.building import load_model
 
     model, hp = load_model(root / "Genwithlabel")
     check = check_samples(model, True, hp["model_kwargs"]["latent_dim"], 0.003, "fitted", per_digit=10)

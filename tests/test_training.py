@@ -9,7 +9,8 @@ from conftest import ctrl_c_reaches_python, run_main
 import submission as S
 from vaekit import checkpoint
 from vaekit.data import Split
-from vaekit.training_loop import fit
+from vaekit.settings import FitSettings
+from vaekit.training_loop import FitHooks, fit
 
 
 def test_save_load_round_trip_rebuilds_from_hyperparameters_alone(tmp_path):
@@ -72,8 +73,8 @@ def test_fit_is_seeded_and_keeps_best_weights_and_resumes(tmp_path):
     def train(epochs, state, resume=False, seed=1, max_steps=None):
         torch.manual_seed(123)  # fit must reseed itself: the outer state must not matter
         m = S.VAE(latent_dim=4)
-        r = fit(m, _loss, data, data, epochs=epochs, lr=1e-3, batch_size=64, seed=seed,
-                device=torch.device("cpu"), state_path=state, resume=resume, max_steps=max_steps)
+        r = fit(m, _loss, data, data, FitSettings(epochs, 1e-3, 64, seed, max_steps=max_steps),
+                FitHooks(state_path=state, resume=resume))
         return m, r
 
     m1, r1 = train(3, tmp_path / "a.pth")
@@ -105,8 +106,7 @@ def test_fused_adam_is_the_same_rule_and_reproducible(monkeypatch):
     def train(fused):
         torch.manual_seed(0)
         m = S.VAE(latent_dim=4, channels=8, hidden=16, components=1)
-        fit(m, _loss, _toy_split(), _toy_split(64), epochs=2, lr=1e-3, batch_size=64, seed=0,
-            device=torch.device("cpu"), fused=fused)
+        fit(m, _loss, _toy_split(), _toy_split(64), FitSettings(2, 1e-3, 64, fused=fused))
         return torch.cat([p.detach().flatten() for p in m.parameters()])
 
     fused_a, fused_b, plain = train(True), train(True), train(False)
@@ -118,8 +118,7 @@ def test_fused_adam_is_the_same_rule_and_reproducible(monkeypatch):
 
 
 def test_fit_stops_on_max_steps():
-    r = fit(S.VAE(latent_dim=2), _loss, _toy_split(), _toy_split(64), epochs=5, lr=1e-3, batch_size=32,
-            seed=0, device=torch.device("cpu"), max_steps=3)
+    r = fit(S.VAE(latent_dim=2), _loss, _toy_split(), _toy_split(64), FitSettings(5, 1e-3, 32, max_steps=3))
     assert r.steps == 3 and r.stopped_by == "max_steps" and r.epochs_run == 1
 
 

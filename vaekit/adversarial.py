@@ -15,6 +15,7 @@ Frozen encoder and prior mean ``encode`` and the fitted prior stay exact for the
 
 from __future__ import annotations
 
+from dataclasses import replace
 from types import ModuleType
 
 import torch
@@ -24,7 +25,8 @@ from torch import nn
 from .contract import KitModel
 from .data import Split
 from .generation import model_device
-from .training_loop import FitResult, fit, fused_kernel
+from .settings import FitSettings
+from .training_loop import FitHooks, FitResult, fit, fused_kernel
 
 spectral_norm = nn.utils.parametrizations.spectral_norm
 
@@ -141,10 +143,11 @@ def adversarial_loss(sub: ModuleType, critic: DecoderCritic, *, weight: float, v
     return loss_fn
 
 
-def sharpen_decoder(model: KitModel, sub: ModuleType, train: Split, valid: Split, *, conditional: bool,
-                    epochs: int, weight: float, lr: float, var: float, batch_size: int,
-                    seed: int, device: torch.device, **fit_kwargs) -> FitResult:
+def sharpen_decoder(model: KitModel, sub: ModuleType, train: Split, valid: Split, settings: FitSettings, *,
+                    conditional: bool, weight: float, var: float, hooks: FitHooks | None = None) -> FitResult:
     """Fine-tune ``model``'s decoder adversarially with encoder and prior frozen; returns the run's record.
+    ``settings``: the sharpening's epochs, learning rate and limits (its seed is offset from training's; it keeps
+    the last epoch, as a game's validation loss ranks nothing).
 
     ``model`` is a ``KitModel`` with a fitted prior and ``sub`` defines ``vae_loss_terms``: the trainer runs this
     only where ``contract.check``'s ``Extras`` say so.
@@ -153,11 +156,11 @@ def sharpen_decoder(model: KitModel, sub: ModuleType, train: Split, valid: Split
     frozen = [p for p in model.parameters() if p.requires_grad and id(p) not in in_decoder]
     for p in frozen:
         p.requires_grad_(False)
-    critic = DecoderCritic(model, conditional, seed=seed)
+    critic = DecoderCritic(model, conditional, seed=settings.seed)
     try:
-        return fit(model, adversarial_loss(sub, critic, weight=weight, var=var), train,
-                   valid, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed + 1, device=device, critic=critic,
-                   keep="last", desc="sharpen", fused=True, **fit_kwargs)
+        return fit(model, adversarial_loss(sub, critic, weight=weight, var=var), train, valid,
+                   replace(settings, seed=settings.seed + 1, keep="last", desc="sharpen", fused=True),
+                   replace(hooks or FitHooks(), critic=critic))
     finally:
         for p in frozen:
             p.requires_grad_(True)

@@ -24,7 +24,7 @@ import sys
 import tempfile
 import time
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -33,12 +33,13 @@ from typing import Any
 from .course import TASKS, SubmissionError
 from .data import dataset_sha256, load_test_data
 from .escape import output_names
+from .grade_record import TaskGrade, error_results, is_final, write_result
 from .gradepage import RECON_PNG, SAMPLES_PNG
 from .grading import GradeSettings, grade_submission
 from .intake import MAX_ZIP_BYTES, copy_hand_in
 from .judge import Judge
 from .outputs import output_path, write_atomic, write_text
-from .results import error_results, is_final, write_result
+from .settings import BatchSettings
 
 KEY_FILE = ".grade_key"  # in each submission's output folder, written last: its results are complete
 
@@ -110,7 +111,7 @@ def grade_staged(judge: Judge, staged: Staged, tasks: list[str], settings: Grade
 @dataclass
 class Outcome:
     name: str
-    results: dict[str, dict[str, Any]]
+    results: dict[str, TaskGrade]
     final: bool  # a verdict on the submission (graded, or its own error), kept for a resumed batch
 
 
@@ -130,7 +131,7 @@ class Progress:
     def update(self, outcome: Outcome) -> None:
         self.done += 1
         self.fresh += 1
-        failed = any(r.get("error") for r in outcome.results.values())
+        failed = any(r.error for r in outcome.results.values())
         self.errors += failed
         if self.bar is not None:
             self.bar.set_postfix(errors=self.errors, refresh=False)
@@ -146,14 +147,14 @@ class Progress:
             self.bar.close()
 
 
-def read_done(out: Path, name: str, key: str, tasks: list[str]) -> dict[str, dict[str, Any]] | None:
+def read_done(out: Path, name: str, key: str, tasks: list[str]) -> dict[str, TaskGrade] | None:
     """The results a previous run left for ``name`` under ``key``, or None when it must be graded."""
     folder = out / name
     try:
         if (folder / KEY_FILE).read_text() != key:
             return None
-        return {t: json.loads((folder / TASKS[t].folder / "grade_result.json").read_text()) for t in tasks}
-    except (OSError, ValueError):
+        return {t: TaskGrade.read(folder / TASKS[t].folder / "grade_result.json") for t in tasks}
+    except (OSError, ValueError, TypeError):
         return None
 
 
@@ -162,7 +163,7 @@ def write_outcome(out: Path, outcome: Outcome, files: dict[str, bytes], key: str
     folder = out / outcome.name
     (folder / KEY_FILE).unlink(missing_ok=True)
     for r in outcome.results.values():
-        shutil.rmtree(folder / r["folder"], ignore_errors=True)
+        shutil.rmtree(folder / r.folder, ignore_errors=True)
     for rel, data in files.items():
         write_atomic(output_path(folder, rel), lambda p, d=data: p.write_bytes(d))
     for r in outcome.results.values():
@@ -171,7 +172,7 @@ def write_outcome(out: Path, outcome: Outcome, files: dict[str, bytes], key: str
         write_text(folder, KEY_FILE, key)
 
 
-def accepted(reply: Any, tasks: list[str]) -> tuple[dict[str, dict[str, Any]], dict[str, bytes]]:
+def accepted(reply: Any, tasks: list[str]) -> tuple[dict[str, TaskGrade], dict[str, bytes]]:
     """What a grader (a thread here, or a cluster's worker) sent back, kept only where it is what a grader writes:
     one result per task, each in its own task folder, and the preview images by their names, nothing else (no other
     name or path reaches ``--out``; each ``grade_result.json`` is written here from its result). Raises ``ValueError``
@@ -179,85 +180,104 @@ def accepted(reply: Any, tasks: list[str]) -> tuple[dict[str, dict[str, Any]], d
     results, files = reply
     if not isinstance(results, dict) or sorted(results) != sorted(tasks):
         raise ValueError("the grader sent back results for other tasks")
-    for task, r in results.items():
-        if not isinstance(r, dict) or r.get("folder") != TASKS[task].folder:
+    grades = {}
+    for task, r in results.items():  # a fresh record made here from the fields sent (nothing else of theirs kept)
+        if not isinstance(r, TaskGrade) or r.folder != TASKS[task].folder or r.task != task:
             raise ValueError(f"the grader sent back a {task} result for another folder")
+        grades[task] = TaskGrade.from_dict(r.to_dict())
     known = {f"{TASKS[t].folder}/{name}" for t in tasks for name in (SAMPLES_PNG, RECON_PNG)}
-    return results, {rel: data for rel, data in files.items() if rel in known and isinstance(data, bytes)}
+    return grades, {rel: data for rel, data in files.items() if rel in known and isinstance(data, bytes)}
 
 
-def run_batch(entries: list[Path], out: Path, tasks: list[str], settings: GradeSettings, key_of: Callable[[str], str],
-              grade: Callable[[Staged], Any], slots: int, regrade: bool = False, budget: float | None = None,
-              cluster_errors: tuple[type[BaseException], ...] = ()) -> tuple[list[Outcome], int]:
-    """Grade ``entries`` (resuming unless ``regrade``); returns (one outcome per entry, in order; how many were
-    graded now). ``grade(staged)`` returns a future of ``(results, files)``; at most ``slots`` are in flight
-    (a submission is staged, in memory, only when a slot frees). ``key_of(sha256)`` is a submission's key. Each
-    hand-in is written to ``out/<its output name>`` (``escape.output_names``: safe and unique)."""
-    names = output_names(entries)
-    outcomes: dict[str, Outcome] = {}
-    todo: list[Path] = []
-    for entry in entries:
-        done = None if regrade else _resumable(out, entry, names[entry], tasks, key_of)
-        if done is not None:
-            outcomes[names[entry]] = Outcome(names[entry], done, True)
-        else:
-            todo.append(entry)
-    progress = Progress(len(entries), len(outcomes))
-    started = time.monotonic()
-    pending: dict[Any, tuple[Staged, str]] = {}
-    queue: Iterator[Path] = iter(todo)
-    graded = 0
+class BatchRun:
+    """One pass over a class's hand-ins: resume what is done (unless ``regrade``), stage each of the rest only when
+    a slot frees, write each outcome as it arrives. ``grade(staged)`` returns a future of ``(results, files)``;
+    ``key_of(sha256)`` is a submission's key; ``cluster_errors``: what a lost worker raises."""
 
-    def submit_next() -> bool:
-        for entry in queue:
-            staged = stage(entry, names[entry])
-            key = key_of(staged.sha256)
+    def __init__(self, entries: list[Path], out: Path, tasks: list[str], key_of: Callable[[str], str],
+                 grade: Callable[[Staged], Any], batch: BatchSettings,
+                 cluster_errors: tuple[type[BaseException], ...] = ()):
+        self.entries, self.out, self.tasks, self.key_of, self.grade = entries, out, tasks, key_of, grade
+        self.batch, self.cluster_errors = batch, cluster_errors
+        self.names = output_names(entries)  # each hand-in's folder under out: safe and unique
+        self.outcomes: dict[str, Outcome] = {}
+        self.pending: dict[Any, tuple[Staged, str]] = {}
+        self.graded = 0
+
+    def run(self) -> tuple[list[Outcome], int]:
+        """(one outcome per entry, in order; how many were graded now)."""
+        todo = []
+        for entry in self.entries:
+            name = self.names[entry]
+            done = None if self.batch.regrade else _resumable(self.out, entry, name, self.tasks, self.key_of)
+            if done is not None:
+                self.outcomes[name] = Outcome(name, done, True)
+            else:
+                todo.append(entry)
+        self.progress = Progress(len(self.entries), len(self.outcomes))
+        self.started, self.queue = time.monotonic(), iter(todo)
+        try:
+            while len(self.pending) < self.batch.slots and self.submit_next():
+                pass
+            while self.pending:
+                for future in _completed(self.pending):
+                    staged, key = self.pending.pop(future)
+                    self.finish(*self.collect(staged, future), key)
+                    self.submit_next()
+        finally:
+            for future in self.pending:
+                future.cancel()
+            self.progress.close()
+        return [self.outcomes[self.names[e]] for e in self.entries], self.graded
+
+    def submit_next(self) -> bool:
+        """Stage the next hand-in and send it to a grader; False when none is left."""
+        budget = self.batch.budget
+        for entry in self.queue:
+            staged = stage(entry, self.names[entry])
+            key = self.key_of(staged.sha256)
             if staged.payload is None:
-                finish(Outcome(staged.name, error_results(tasks, staged.error), True), {}, key)
+                self.finish(Outcome(staged.name, error_results(self.tasks, staged.error), True), {}, key)
                 continue
-            if budget is not None and time.monotonic() - started > budget:
+            if budget is not None and time.monotonic() - self.started > budget:
                 error = (f"not graded: the batch's budget of {budget:g} s (--batch-budget) ran out before this "
                          "submission started.")
-                finish(Outcome(staged.name, error_results(tasks, error), False), {}, key)
+                self.finish(Outcome(staged.name, error_results(self.tasks, error), False), {}, key)
                 continue
-            pending[grade(staged)] = (staged, key)
+            self.pending[self.grade(staged)] = (staged, key)
             return True
         return False
 
-    def finish(outcome: Outcome, files: dict[str, bytes], key: str) -> None:
-        nonlocal graded
-        write_outcome(out, outcome, files, key)
-        outcomes[outcome.name] = outcome
-        graded += 1
-        progress.update(outcome)
+    def collect(self, staged: Staged, future: Any) -> tuple[Outcome, dict[str, bytes]]:
+        """A finished grader's outcome; a lost worker or a grader bug is this hand-in's row, not the batch's end."""
+        try:
+            results, files = accepted(future.result(), self.tasks)
+            return Outcome(staged.name, results, is_final(results)), files
+        except self.cluster_errors as e:
+            return Outcome(staged.name, error_results(self.tasks, (
+                f"not graded: every worker that took this submission died ({type(e).__name__}); it may "
+                "kill its grader, or the cluster lost workers. Rerun to retry it.")), False), {}
+        except Exception as e:  # noqa: BLE001 - a grader bug on one hand-in is that hand-in's row
+            return Outcome(staged.name, error_results(
+                self.tasks, f"grader error: {type(e).__name__}: {str(e)[:300]}"), False), {}
 
-    try:
-        while len(pending) < slots and submit_next():
-            pass
-        while pending:
-            for future in _completed(pending):
-                staged, key = pending.pop(future)
-                try:
-                    results, files = accepted(future.result(), tasks)
-                    outcome = Outcome(staged.name, results, is_final(results))
-                except cluster_errors as e:
-                    outcome, files = Outcome(staged.name, error_results(tasks, (
-                        f"not graded: every worker that took this submission died ({type(e).__name__}); it may "
-                        "kill its grader, or the cluster lost workers. Rerun to retry it.")), False), {}
-                except Exception as e:  # noqa: BLE001 - a grader bug on one hand-in is that hand-in's row
-                    outcome, files = Outcome(staged.name, error_results(
-                        tasks, f"grader error: {type(e).__name__}: {str(e)[:300]}"), False), {}
-                finish(outcome, files, key)
-                submit_next()
-    finally:
-        for future in pending:
-            future.cancel()
-        progress.close()
-    return [outcomes[names[e]] for e in entries], graded
+    def finish(self, outcome: Outcome, files: dict[str, bytes], key: str) -> None:
+        write_outcome(self.out, outcome, files, key)
+        self.outcomes[outcome.name] = outcome
+        self.graded += 1
+        self.progress.update(outcome)
+
+
+def run_batch(entries: list[Path], out: Path, tasks: list[str], key_of: Callable[[str], str],
+              grade: Callable[[Staged], Any], batch: BatchSettings | None = None,
+              cluster_errors: tuple[type[BaseException], ...] = ()) -> tuple[list[Outcome], int]:
+    """Grade ``entries`` into ``out`` (see ``BatchRun``); returns (one outcome per entry, in order; how many were
+    graded now)."""
+    return BatchRun(entries, out, tasks, key_of, grade, batch or BatchSettings(), cluster_errors).run()
 
 
 def _resumable(out: Path, entry: Path, name: str, tasks: list[str], key_of: Callable[[str], str]
-               ) -> dict[str, dict[str, Any]] | None:
+               ) -> dict[str, TaskGrade] | None:
     if not (out / name / KEY_FILE).is_file():
         return None  # never graded: no need to stage it twice
     staged = stage(entry, name)

@@ -16,7 +16,8 @@ from typing import Protocol, get_type_hints
 import torch
 from torch import nn
 
-from .course import TASKS, SubmissionError, place
+from .building import course_model
+from .course import SubmissionError, place
 
 TERMS_FUNCTION = "vae_loss_terms"  # named loss terms to log (and sharpening's reconstruction term)
 
@@ -91,24 +92,6 @@ class Extras:
         return ", ".join(parts)
 
 
-def model_class(sub: ModuleType, task: str) -> type:
-    name = TASKS[task].model_class
-    cls = getattr(sub, name, None)
-    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
-        raise ContractError(f"submission.py has no nn.Module class {name}: the course imports {name} from it.")
-    return cls
-
-
-def build(sub: ModuleType, task: str, latent_dim: int) -> nn.Module:
-    """``VAE(latent_dim=d)`` / ``GenModel(latent_dim=d)``, as the course builds it."""
-    cls = model_class(sub, task)
-    try:
-        return cls(latent_dim=latent_dim)
-    except Exception as e:  # noqa: BLE001 - the student's constructor
-        raise ContractError(f"{cls.__name__}(latent_dim={latent_dim}) failed{place(e, sub)}: {type(e).__name__}: "
-                            f"{e}; the course builds the model from latent_dim alone.") from e
-
-
 def source_of(model: nn.Module) -> str:
     """The file that defines the model's ``forward`` (the student's submission), for ``place``."""
     code = getattr(getattr(type(model), "forward", None), "__code__", None)
@@ -177,7 +160,7 @@ def check(sub: ModuleType, task: str, latent_dim: int, x: torch.Tensor, y: torch
     state = torch.random.get_rng_state()
     try:
         torch.manual_seed(0)
-        model = build(sub, task, latent_dim)
+        model = course_model(sub, task, latent_dim)
         model.train()
         recon_x, mu, log_var = forward(model, x, y)
         loss(sub, recon_x, x, mu, log_var, var=var)

@@ -1,8 +1,8 @@
-"""What the course defines: the two tasks and their folders, the files a hand-in holds, and how a
-course folder (``epoch.pth`` + ``hyperparameters.txt``) is loaded into a model and where it came from.
+"""What the course defines: the two tasks and their folders, the files a hand-in holds, how its submission.py is
+imported (errors with their place), and which submission.py a course folder was trained from.
 
-Every script that reads a course folder goes through here: the train scripts, the grader's worker, the bench,
-the report and the labs (a trained model is written by ``vaekit.train_command.write_course_folder``).
+A folder's model is built by ``vaekit.building``; a trained one is written by
+``vaekit.train_command.write_course_folder``.
 """
 
 from __future__ import annotations
@@ -14,13 +14,8 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any
-
-import torch
-from torch import nn
 
 from . import checkpoint
-from .checkpoint import CheckpointError
 from .paths import ROOT
 
 
@@ -101,77 +96,6 @@ def load_submission(path: str | Path | None = None) -> ModuleType:
     except Exception as e:  # noqa: BLE001 - whatever the student's import raised is reported, not raised
         raise SubmissionError(f"importing {path.name} failed{place(e, path)}: {type(e).__name__}: {e}") from e
     return module
-
-
-def build_model(sub: ModuleType, class_name: str, kwargs: dict[str, Any]) -> nn.Module:
-    """``sub.<class_name>(**kwargs)`` with a sentence-long error for every way that can fail."""
-    if not class_name.isidentifier():
-        raise SubmissionError(f"hyperparameters.txt names model_class {class_name!r}, not a class name.")
-    cls = getattr(sub, class_name, None)
-    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
-        raise SubmissionError(f"submission.py has no nn.Module class {class_name} (named in hyperparameters.txt).")
-    try:
-        return cls(**kwargs)
-    except Exception as e:  # noqa: BLE001
-        raise SubmissionError(f"{class_name}(**{kwargs}) failed{place(e, sub)}: {type(e).__name__}: {e}") from e
-
-
-def detect_latent_dim(sub: ModuleType, class_name: str, kwargs: dict[str, Any],
-                      state: dict[str, torch.Tensor], seed: int = 0) -> tuple[nn.Module, int] | None:
-    """The model whose ``latent_dim`` makes ``state`` load strictly, trying each size the checkpoint's tensors
-    have (the course trainer records ``latent_dim: 20`` whatever the model's size); None if none does."""
-    sizes = sorted({n for t in state.values() for n in t.shape if 1 <= n <= 784} - {kwargs.get("latent_dim")})
-    for d in sizes[:64]:
-        torch.manual_seed(seed)
-        try:
-            model = build_model(sub, class_name, {**kwargs, "latent_dim": d})
-            checkpoint.load_weights(model, state)
-        except (SubmissionError, CheckpointError):
-            continue
-        return model, d
-    return None
-
-
-def load_model(folder: str | Path, submission: str | Path | ModuleType | None = None, *,
-               overrides: dict[str, Any] | None = None, weights: bool = True,
-               default_class: str | None = None, seed: int = 0,
-               detect_latent: bool = False) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the model of a course folder from its hyperparameters file and load its checkpoint into it
-    (``model_files``: the brief's names or the course trainer's).
-
-    ``submission`` is a path or an imported module (default: the project's ``submission.py``);
-    ``overrides`` replaces constructor kwargs; ``weights=False`` skips loading. ``detect_latent``: when the
-    recorded ``latent_dim`` does not fit the weights, use the one that does (``detect_latent_dim``) and keep the
-    recorded one as ``latent_dim_recorded``. Returns (model in eval mode, hyperparameters with the kwargs
-    actually used). Raises ``CheckpointError`` / ``SubmissionError``.
-    """
-    folder = Path(folder)
-    ckpt, hp_file = model_files(folder)
-    if hp_file is None:
-        raise CheckpointError(f"{folder.name}/ has neither {MODEL_FILES[1]} nor {TRAINER_HYPERPARAMETERS}.")
-    hp = checkpoint.read_hyperparameters(hp_file)
-    task = TASKS.get(hp.get("task"), TASKS["vae"])
-    class_name, kwargs = checkpoint.model_spec(hp, default_class or task.model_class)
-    kwargs.update(overrides or {})
-    sub = submission if isinstance(submission, ModuleType) else load_submission(submission)
-    if weights:
-        if ckpt is None:
-            raise CheckpointError(f"{folder.name}/ has neither {MODEL_FILES[0]} nor an epoch_<N>.pth.")
-        state = checkpoint.load_checkpoint(ckpt)["model_state_dict"]
-    torch.manual_seed(seed)  # a constructor that draws random buffers builds the same model every time
-    model = build_model(sub, class_name, kwargs)
-    extra: dict[str, Any] = {}
-    if weights:
-        try:
-            checkpoint.load_weights(model, state)
-        except CheckpointError:
-            found = detect_latent_dim(sub, class_name, kwargs, state, seed) if detect_latent else None
-            if found is None:
-                raise
-            (model, d), recorded = found, kwargs["latent_dim"]
-            kwargs["latent_dim"] = extra["latent_dim"] = d
-            extra["latent_dim_recorded"] = recorded
-    return model.eval(), {**hp, "model_class": class_name, "model_kwargs": kwargs, **extra}
 
 
 # -- provenance: which submission.py a folder was trained from ---------------------------------------------------

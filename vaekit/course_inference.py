@@ -29,6 +29,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from . import contract
+from .building import course_model
 from .course import SubmissionError
 
 SEED = 42
@@ -51,17 +52,17 @@ def _fail(call: str, e: BaseException, expected: str) -> SubmissionError:
     return SubmissionError(f"course replay: {call} failed ({type(e).__name__}: {str(e)[:300]}); {expected}")
 
 
-def build(sub: Any, task: str, latent_dim: int, state_dict: dict[str, torch.Tensor]) -> nn.Module:
-    """Steps 1-2: the model exactly as the harness builds and loads it."""
+def harness_model(sub: Any, task: str, latent_dim: int, state_dict: dict[str, torch.Tensor]) -> nn.Module:
+    """Steps 1-2: the model exactly as the harness builds and loads it (``pack.py`` checks a hand-in with it too)."""
     set_random_seed()
-    model = contract.build(sub, task, latent_dim)
+    model = course_model(sub, task, latent_dim)
     name = type(model).__name__
     try:
         model.load_state_dict(state_dict)
     except Exception as e:  # noqa: BLE001
-        raise _fail(f"{name}(latent_dim={latent_dim}).load_state_dict(epoch.pth's model_state_dict)", e,
-                    "the course loads the weights strictly into the model built from latent_dim alone, so every "
-                    "other size must be a default in submission.py.") from e
+        raise _fail(f"{name}(latent_dim={latent_dim}).load_state_dict", e,
+                    "the course loads epoch.pth's model_state_dict strictly into the model built from latent_dim "
+                    "alone: keep every other size a default in submission.py, then retrain.") from e
     return model.eval()
 
 
@@ -114,7 +115,7 @@ def _replay(sub: Any, task: str, latent_dim: int, state_dict: dict[str, torch.Te
             y: torch.Tensor) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
     try:
-        model = build(sub, task, latent_dim, state_dict)
+        model = harness_model(sub, task, latent_dim, state_dict)
         out["course_recon"] = reconstructions(model, x, y)
         out["course_samples"] = samples(model, latent_dim, SAMPLES_PER_DIGIT[task])
     except SubmissionError as e:

@@ -12,12 +12,15 @@ import html
 import json
 import urllib.parse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .course import TASKS
 from .outputs import output_path, write_atomic
+
+if TYPE_CHECKING:
+    from .grade_record import TaskGrade
 
 SAMPLES_PNG = "grade_samples.png"  # 10x10: row c holds the first ten samples asked to be digit c
 RECON_PNG = "grade_reconstructions.png"  # test images (top) over their reconstructions (bottom)
@@ -72,18 +75,18 @@ def page_url(rel: str) -> str:
     return "./" + urllib.parse.quote(rel)
 
 
-def _row(index: int, name: str, results: dict[str, dict], rel: str) -> str:
+def _row(index: int, name: str, results: dict[str, TaskGrade], rel: str) -> str:
     anchor = f"sub-{index}"  # by position: unique whatever the names
-    errors = [f"{t}: {r['error']}" for t, r in results.items() if r.get("error")]
-    flags = [f"{t}: {f}" for t, r in results.items() for f in (r.get("flags") or [])]
-    warns = [f"{t}: {w}" for t, r in results.items() for w in (r.get("warnings") or [])
-             if w not in (r.get("flags") or [])]
-    isolation = sorted({str(r.get("isolation", "–")) for r in results.values()})
+    errors = [f"{t}: {r.error}" for t, r in results.items() if r.error]
+    flags = [f"{t}: {f}" for t, r in results.items() for f in r.notes()[0]]
+    warns = [f"{t}: {w}" for t, r in results.items() for w in r.notes()[1]]
+    isolation = sorted({str(r.isolation or "–") for r in results.values()})
+    values = {t: r.to_dict() for t, r in results.items()}  # the numbers as grade_result.json has them
     state = "error" if errors else "flagged" if flags else "warning" if warns else "ok"
     cells = [f'<td class="name"><a href="#{anchor}">{html.escape(name)}</a></td>']
     for key, _, _, pct in COLUMNS:
         for task, spec in TASKS.items():
-            v = results.get(task, {}).get(key)
+            v = values.get(task, {}).get(key)
             sort = v if isinstance(v, (int, float)) else -1
             low = isinstance(v, float) and ((key == "cond_accuracy" and v < LOW_ACCURACY)
                                             or (key == "fair_score" and v < LOW_FAIR * spec.max_score))
@@ -93,7 +96,7 @@ def _row(index: int, name: str, results: dict[str, dict], rel: str) -> str:
     imgs = []
     for task, spec in TASKS.items():
         r = results.get(task)
-        if r is None or r.get("error"):
+        if r is None or r.error:
             imgs.append('<td class="img">–</td>')
             continue
         base = f"{rel}{spec.folder}/"
@@ -107,23 +110,24 @@ def _row(index: int, name: str, results: dict[str, dict], rel: str) -> str:
             + f'<td class="notes">{notes or "–"}</td></tr>')
 
 
-def _detail(index: int, name: str, results: dict[str, dict]) -> str:
+def _detail(index: int, name: str, results: dict[str, TaskGrade]) -> str:
     anchor = f"sub-{index}"
     parts = [f'<section id="{anchor}"><h2>{html.escape(name)}</h2>']
     for task, r in results.items():
         parts.append(f"<h3>{task} ({TASKS[task].folder})</h3>")
-        per = r.get("per_class")
+        per = r.per_class
         if per:
             head = "".join(f"<th>{c}</th>" for c in range(10))
             body = "".join(f"<tr><th>{html.escape(k)}</th>" + "".join(f"<td>{_fmt(v)}</td>" for v in vals) + "</tr>"
                            for k, vals in per.items())
             parts.append(f'<table class="per"><tr><th>digit</th>{head}</tr>{body}</table>')
-        if r.get("class_histogram"):
+        if r.class_histogram:
             parts.append("<p>class histogram of samples: " + ", ".join(
-                f"{c}: {100 * h:.1f} %" for c, h in enumerate(r["class_histogram"])) + "</p>")
+                f"{c}: {100 * h:.1f} %" for c, h in enumerate(r.class_histogram)) + "</p>")
         # The JSON rides in a data block the browser does not lay out; opening the details shows it.
         # Inside <script> the HTML parser reacts to "<!--", "<script" and "</script": no "<" reaches it raw.
-        data = json.dumps(r, sort_keys=True).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+        data = json.dumps(r.to_dict(), sort_keys=True)
+        data = data.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
         parts.append(f'<details class="json"><summary>grade_result.json</summary><pre></pre>'
                      f'<script type="application/json">{data}</script></details>')
     return "".join(parts) + '<p><a href="#top">back to the table</a></p></section>'
@@ -178,7 +182,7 @@ filter();
 """
 
 
-def write_page(path: Path, graded: list[tuple[str, dict[str, dict]]], rel_dirs: list[str], title: str) -> Path:
+def write_page(path: Path, graded: list[tuple[str, dict[str, TaskGrade]]], rel_dirs: list[str], title: str) -> Path:
     """One page for ``graded`` = [(submission name, {task: result})]; ``rel_dirs`` lead from the page to each
     submission's output folder (its task folders hold the preview images)."""
     counts = {s: 0 for s in ("error", "flagged", "warning", "ok")}

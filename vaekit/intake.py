@@ -1,5 +1,6 @@
 """A hand-in's intake: the checks a zip passes before anything of it is written (size, count, ratio, names,
-methods, links), and the private, read-only copy of a submission's files that a sandbox sees.
+methods, links), the private, read-only copy of a submission's files that a sandbox sees, and each task's files
+checked and hashed (``prepare_task``).
 
 Nothing here runs a submission's code; ``vaekit.isolation`` runs it, on the copy made here.
 """
@@ -13,13 +14,18 @@ import shutil
 import stat
 import zipfile
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
-from .course import MODEL_FILES, TASKS, TRAINER_HYPERPARAMETERS, SubmissionError
+from .checkpoint import file_sha256, model_spec, read_hyperparameters
+from .course import MODEL_FILES, TASKS, TRAINER_HYPERPARAMETERS, SubmissionError, model_files, stale_reason
+from .settings import GradeSettings, sampling_seed
 
 MAX_ZIP_BYTES = 200 * 2**20  # uncompressed total; a real submission is about 15 MB
 MAX_ZIP_FILES = 200
 MAX_RATIO = 200  # compressed -> uncompressed, per entry (zip bombs compress far better than weights)
+MAX_SUBMISSION_PY = 2**20  # bytes; a submission.py is a few kB
+MAX_HYPERPARAMETERS = 2**20
 MAX_NAME_BYTES = 255  # one path component, as most file systems allow
 ZIP_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA)
 
@@ -167,3 +173,39 @@ def private_copy(files: dict[str, Path], dest: Path, max_bytes: int = MAX_ZIP_BY
         shutil.copyfile(src, dest / name)
         (dest / name).chmod(0o444)
     return dest
+
+
+@dataclass
+class Prepared:
+    """A task whose files passed the checks, ready for its workers."""
+
+    task: str
+    class_name: str
+    sources: dict[str, Path]  # the hand-in's submission.py, checkpoint and hyperparameters file
+    files: dict[str, str]  # the file names graded (the brief's or the course trainer's)
+    epoch_sha256: str
+    seed: int  # of the sampling noise
+    stale: str | None = None  # the folder records another submission.py than this one (``course.stale_reason``)
+
+
+def prepare_task(root: Path, task: str, settings: GradeSettings) -> Prepared:
+    """Check one task's files; raises ``SubmissionError`` / ``CheckpointError`` for a bad submission."""
+    spec = TASKS[task]
+    folder = root / spec.folder
+    ckpt, hp_file = model_files(folder)
+    missing = [name for name, path in ((f"{MODEL_FILES[0]} (or an epoch_<N>.pth)", ckpt),
+                                        (f"{MODEL_FILES[1]} (or {TRAINER_HYPERPARAMETERS})", hp_file)) if path is None]
+    if not (root / "submission.py").is_file():
+        missing.insert(0, "submission.py")
+    if missing:
+        raise SubmissionError(f"missing {', '.join(missing)} in {spec.folder}/ (see the required layout).")
+    for path, cap in ((root / "submission.py", MAX_SUBMISSION_PY), (hp_file, MAX_HYPERPARAMETERS)):
+        if path.stat().st_size > cap:
+            raise SubmissionError(f"{path.name} is larger than {cap // 1024} KiB.")
+    class_name, _ = model_spec(read_hyperparameters(hp_file), spec.model_class)
+    sources = {"submission.py": root / "submission.py", "epoch.pth": ckpt, "hyperparameters.txt": hp_file}
+    hashes = {name: file_sha256(path) for name, path in sources.items()}
+    return Prepared(task, class_name, sources, {"checkpoint": ckpt.name, "hyperparameters": hp_file.name},
+                    hashes["epoch.pth"], sampling_seed(settings, *hashes.values()),
+                    stale_reason(folder, task, sources["submission.py"], submission_sha256=hashes["submission.py"],
+                                 epoch_sha256=hashes["epoch.pth"]))

@@ -1,5 +1,6 @@
-"""Scoring a graded task: the course's formulas on the course replay and on the isolated path, the classifier's
-metrics (class coverage or conditional accuracy, FID ratio, diversity, copy checks) and the flags.
+"""Scoring a task from its workers' replies into its ``TaskGrade``: the course's formulas on the course replay and
+on the isolated path, the classifier's metrics (class coverage or conditional accuracy, FID ratio, diversity, copy
+checks) and the flags.
 
 Everything here reads the judge (``vaekit.judge``) and uint8 images the sandboxed workers returned; nothing runs
 the submission's code. ``vaekit.metrics`` holds the formulas themselves.
@@ -7,13 +8,22 @@ the submission's code. ``vaekit.metrics`` holds the formulas themselves.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from . import course_inference, metrics
-from .course import TASKS
+from .checkpoint import CheckpointError, library_versions
+from .course import MODEL_FILES, TASKS, SubmissionError
+from .grade_record import TaskGrade
+from .gradepage import save_previews
+from .intake import Prepared
 from .judge import Judge
+from .protocol import reply_array, reply_int, reply_warnings
+from .settings import GradeSettings
+from .worker import repeat_picks
 
 
 def feature_fids(judge: Judge, feats: np.ndarray, seed: int, label: int | None = None) -> tuple[float, float]:
@@ -145,3 +155,116 @@ def flag(res: dict[str, Any]) -> list[str]:
                      f"than decoding its {res['latent_dim']}-number code alone (ssim {split['ssim']:.3f}, mse "
                      f"{split['mse']:.4f}): forward passes more than the code to its output.")
     return found
+
+
+def repeat_difference(dec: dict[str, np.ndarray], recon: np.ndarray, samples: np.ndarray) -> float:
+    """Mean gray levels between the images graded and the same codes and noise decoded once more (a deterministic
+    decoder: 0), computed here from both, to three decimals (float noise between batch sizes reads 0)."""
+    n, pick = repeat_picks(len(recon), len(samples))
+    again = reply_array(dec, "repeat", (n + len(pick), 28, 28), np.uint8).astype(np.int16)
+    first = np.concatenate([recon[:n], samples[pick.numpy()]]).astype(np.int16)
+    return round(float(np.abs(again - first).mean()), 3)
+
+
+def builds_nothing(error: str, class_name: str) -> bool:
+    """The error says the submission could not rebuild the folder's model: its constructor refused the recorded
+    arguments (``building.instantiate``), the weights do not fit (``checkpoint.load_weights``), or the class is gone."""
+    return (error.startswith(f"{class_name}(**") or "checkpoint does not fit the model" in error
+            or "has no nn.Module class" in error)
+
+
+@dataclass
+class Replies:
+    """What one task's workers gave: the encoder's and decoder's replies, or the error that stopped them
+    (``machine``: for the grading machine's sake, a timeout)."""
+
+    task: str
+    prepared: Prepared | None  # None: the task's files failed their checks (``error`` says why)
+    enc: dict[str, np.ndarray] | None = None
+    dec: dict[str, np.ndarray] | None = None
+    error: str | None = None
+    machine: bool = False
+
+
+def settings_record(judge: Judge, task: str, settings: GradeSettings, prepared: Prepared | None,
+                    memory_cap: str) -> dict[str, Any]:
+    """The grade's ``settings``: what a regrade must hold equal to give the same bytes."""
+    rec = {"seed": settings.seed, "samples_per_label": settings.per_label,
+           "course_replay": {"seed": course_inference.SEED, "batch_size": course_inference.BATCH_SIZE,
+                             "samples_per_digit": course_inference.SAMPLES_PER_DIGIT[task]},
+           "n_reconstructions": len(judge.test),
+           **({"test_set": "hidden"} if judge.hidden else {"test_sha256": judge.test_sha256}),
+           "classifier_sha256": judge.classifier_sha256, "versions": library_versions()}
+    if prepared is not None:
+        rec["epoch_sha256"] = prepared.epoch_sha256  # lets pack.py spot a stale grade
+        rec["sampling_seed"] = prepared.seed
+        rec["memory_cap"] = memory_cap
+    return rec
+
+
+def file_warnings(prepared: Prepared, recorded: int, latent_dim: int) -> list[str]:
+    """What the folder's files say that the grade does not: a recorded latent size the checkpoint contradicts, a
+    folder trained from another submission.py, files graded under other names than the brief's."""
+    names, spec, found = prepared.files, TASKS[prepared.task], []
+    if recorded >= 0:
+        found.append(
+            f"{names['hyperparameters']} records latent_dim {recorded}, but {names['checkpoint']} holds "
+            f"a model of latent_dim {latent_dim} (the course's train.py records 20 whatever the size): "
+            f"graded with {latent_dim}. The course's grade.py takes its bonus from latent_dim {recorded} "
+            f"(bonus {metrics.latent_bonus(recorded):.4f} instead of {metrics.latent_bonus(latent_dim):.4f}).")
+    if prepared.stale:
+        found.append(f"{prepared.stale[:-1]}; graded as it is, since this submission.py loads it.")
+    if names["checkpoint"] != MODEL_FILES[0] or names["hyperparameters"] != MODEL_FILES[1]:
+        found.append(f"graded {names['checkpoint']} and {names['hyperparameters']}; the "
+                     f"brief asks for {MODEL_FILES[0]} and {MODEL_FILES[1]} in {spec.folder}/.")
+    return found
+
+
+def score_task(judge: Judge, replies: Replies, settings: GradeSettings, isolation: str, memory_cap: str,
+               preview_dir: Path | None) -> TaskGrade:
+    """One task's grade from its workers' replies (or the error that stopped them); never raises."""
+    task, prepared, enc, dec, error = replies.task, replies.prepared, replies.enc, replies.dec, replies.error
+    spec = TASKS[task]
+    grade = TaskGrade(task=task, folder=spec.folder, max_score=spec.max_score, isolation=isolation,
+                      settings=settings_record(judge, task, settings, prepared, memory_cap))
+    stale = prepared.stale if prepared is not None else None
+    try:
+        if error is not None:
+            # A folder trained from another submission.py that this one cannot rebuild fails for that reason, not for
+            # the arguments or weights it records; any other failure keeps its own sentence, the stale one after it.
+            if stale and builds_nothing(error, prepared.class_name):
+                raise SubmissionError(stale)
+            raise SubmissionError(f"{error} ({stale})" if stale else error)
+        latent_dim = reply_int(enc, "latent_dim")
+        if reply_int(dec, "latent_dim") != latent_dim:
+            raise SubmissionError("the encoding and decoding processes built models of different latent_dim.")
+        labels = np.repeat(np.arange(10), settings.per_label)
+        recon = reply_array(dec, "recon", judge.test_u8.shape, np.uint8)
+        samples = reply_array(dec, "samples", (len(labels), 28, 28), np.uint8)
+        warnings = reply_warnings(dec) + file_warnings(prepared, reply_int(enc, "latent_dim_recorded"), latent_dim)
+        scored = (score_gen(judge, latent_dim, recon, samples, labels, settings.seed) if spec.conditional
+                  else score_vae(judge, latent_dim, recon, samples, settings.seed))
+        scored.update(course_fields(judge, task, latent_dim, enc))
+        scored["split"] = split_fields(judge, task, latent_dim, recon, samples, labels)
+        if scored["course_error"] and (spec.conditional or scored["ssim"] is None):
+            error = scored["course_error"]  # the course's own harness fails here: its score is 0 (metrics kept)
+        elif scored["course_error"]:
+            warnings.append(scored["course_error"])  # a VAE whose samples fail keeps its reconstruction score
+        scored["repeat_difference"] = repeat_difference(dec, recon, samples)
+        scored["task"] = task  # the fid factor's curve is the task's
+        flags = flag(scored)
+        for key, value in scored.items():
+            setattr(grade, key, value)
+        grade.scored = True
+        grade.model_class, grade.files, grade.flags = prepared.class_name, prepared.files, flags
+        grade.fair_factors, grade.fair_score = metrics.fair_factors(scored), metrics.fair_score(scored)
+        grade.warnings = warnings + flags
+        if preview_dir is not None:
+            save_previews(preview_dir, spec.folder, samples, labels, recon, None if judge.hidden else judge.test_u8)
+    except (SubmissionError, CheckpointError) as e:
+        error = str(e)
+    except Exception as e:  # noqa: BLE001 - a grader bug must still not kill the batch
+        error = f"grader error while scoring: {type(e).__name__}: {e}"
+    if error is not None:
+        grade.error, grade.score, grade.fair_score, grade.machine_failure = error, 0.0, 0.0, replies.machine
+    return grade

@@ -23,12 +23,14 @@ from torch import nn
 
 from . import checkpoint, contract, defaults, plots
 from .adversarial import sharpen_decoder
+from .building import course_model, load_model
 from .cli import HelpFormatter, add_run_flags, setup_run
-from .course import TASKS, SubmissionError, load_model, load_submission, trained_from
+from .course import TASKS, SubmissionError, load_submission, trained_from
 from .generation import fast_layout, grid_labels, reconstruct, sample
 from .paths import ROOT
 from .samplecheck import PER_DIGIT, check_samples
-from .training_loop import fit
+from .settings import FitSettings
+from .training_loop import FitHooks, fit
 
 # Training settings recorded under "training" in hyperparameters.txt (the rest describe the model or the machine).
 TRAINING_KEYS = ("epochs", "lr", "batch_size", "var", "prior", "prior_shrink", "sharpen_epochs",
@@ -179,11 +181,11 @@ def _train(task: str, args: argparse.Namespace) -> Path:
         setattr(args, key, setting.value)
     fallback = defaults.FROM_KIT if extras.kit_model else defaults.FROM_COURSE
     print(f"settings (a flag, else submission.py's own default, else {fallback}): {defaults.describe(settings)}")
-    cls = contract.model_class(sub, task)
     # Built as the course builds it (latent_dim alone); every other size is a default in submission.py.
-    model_kwargs = checkpoint.constructor_kwargs(cls, {"latent_dim": args.latent_dim})
     torch.manual_seed(args.seed)
-    model = fast_layout(contract.build(sub, task, args.latent_dim).to(run.device))  # channels-last convs: faster
+    model = course_model(sub, task, args.latent_dim)
+    model_kwargs = checkpoint.constructor_kwargs(type(model), {"latent_dim": args.latent_dim})
+    model = fast_layout(model.to(run.device))  # channels-last convs: faster
     print(f"{spec.model_class}: latent_dim {args.latent_dim}, {sum(p.numel() for p in model.parameters()):,} "
           f"parameters, {len(run.train):,} train / {len(run.valid):,} valid images on {run.device} -> {out}/")
     if not extras.terms:
@@ -198,11 +200,11 @@ def _train(task: str, args: argparse.Namespace) -> Path:
         return {"reconstructions": plots.image_grid(torch.cat([fixed.x, recon]), 16),
                 "samples": plots.image_grid(samples, 10)}
 
-    result = fit(model, make_loss(sub, args.var, extras.terms), run.train, run.valid, epochs=args.epochs, lr=args.lr,
-                 batch_size=args.batch_size, seed=args.seed, device=run.device, state_path=out / "train_state.pth",
-                 resume=args.resume, time_budget=args.time_budget or None, max_steps=run.max_steps,
-                 tensorboard=args.tensorboard or None, log_images=log_images if args.tensorboard else None,
-                 desc=task, fused=True)
+    result = fit(model, make_loss(sub, args.var, extras.terms), run.train, run.valid,
+                 FitSettings(args.epochs, args.lr, args.batch_size, args.seed, run.device,
+                             time_budget=args.time_budget or None, max_steps=run.max_steps, desc=task, fused=True),
+                 FitHooks(state_path=out / "train_state.pth", resume=args.resume, tensorboard=args.tensorboard or None,
+                          log_images=log_images if args.tensorboard else None))
     if result.best_state is None:
         raise SystemExit("stopped before the first epoch finished: nothing to save.")
     done: dict[str, str] = {}  # what happened to each extra, for hyperparameters.txt
@@ -231,11 +233,11 @@ def _train(task: str, args: argparse.Namespace) -> Path:
     elif result.stopped_by != "interrupted":
         done["sharpen"] = "run"
         # -- adversarial fine-tuning of the decoder: same codes, sharper digits ---------------------
-        sharp = sharpen_decoder(model, sub, run.train, run.valid, conditional=spec.conditional,
-                                epochs=args.sharpen_epochs, weight=args.sharpen_weight, lr=args.sharpen_lr,
-                                var=args.var, batch_size=args.batch_size,
-                                seed=args.seed, device=run.device, max_steps=run.max_steps,
-                                state_path=out / "sharpen_state.pth", resume=args.resume)
+        sharp = sharpen_decoder(model, sub, run.train, run.valid,
+                                FitSettings(args.sharpen_epochs, args.sharpen_lr, args.batch_size, args.seed,
+                                            run.device, max_steps=run.max_steps),
+                                conditional=spec.conditional, weight=args.sharpen_weight, var=args.var,
+                                hooks=FitHooks(state_path=out / "sharpen_state.pth", resume=args.resume))
         history = {"vae": result.history, "sharpen": sharp.history}
         seconds += sharp.seconds
         sharpened = {"epochs_run": sharp.epochs_run, "seconds": round(sharp.seconds, 1), "stopped_by": sharp.stopped_by,

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from .data import Split
 from .outputs import write_atomic
+from .settings import FitSettings
 
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]
 
@@ -88,48 +89,36 @@ def fused_kernel(device: torch.device) -> bool | None:
     return True if device.type in ("cpu", "cuda") else None
 
 
-def fit(
-    model: nn.Module,
-    loss_fn: LossFn,
-    train: Split,
-    valid: Split,
-    *,
-    epochs: int,
-    lr: float,
-    batch_size: int,
-    seed: int,
-    device: torch.device,
-    weight_decay: float = 0.0,
-    state_path: str | Path | None = None,
-    resume: bool = False,
-    time_budget: float | None = None,
-    max_steps: int | None = None,
-    augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
-    critic: Critic | None = None,
-    keep: str = "best",
-    tensorboard: str | None = None,
-    log_images: Callable[[nn.Module], dict[str, torch.Tensor]] | None = None,
-    desc: str = "train",
-    fused: bool = False,
-) -> FitResult:
-    """Train ``model`` with Adam and a cosine learning-rate schedule; return the best-on-valid weights.
+@dataclass
+class FitHooks:
+    """What a run adds to the plain loop: a resumable state file, augmentation, an adversarial critic, TensorBoard."""
 
-    ``loss_fn(model, x, y)`` returns named scalar terms including ``"loss"`` (the one minimised).
-    ``state_path`` gets a resumable state every epoch and on Ctrl-C; ``resume`` continues from it.
-    ``time_budget`` (seconds) stops after the epoch that crosses it; ``max_steps`` stops mid-epoch.
-    ``critic`` (adversarial training) takes its own step on each batch before the model's; parameters
-    with ``requires_grad`` off stay frozen. ``keep="last"`` returns the last epoch's weights instead of the
-    best on validation (an adversarial game's validation loss does not rank its epochs). ``fused`` uses
-    PyTorch's fused Adam kernel on CPU and CUDA: the same update rule to float rounding, one kernel instead of a
-    loop over parameters. The train scripts use it; the labs and the bench's yardstick keep the default loop, so
-    their results stay as shipped.
+    state_path: str | Path | None = None  # a resumable state every epoch and on Ctrl-C
+    resume: bool = False  # continue from state_path
+    augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None
+    critic: Critic | None = None  # takes its own step on each batch before the model's
+    tensorboard: str | None = None  # a log directory
+    log_images: Callable[[nn.Module], dict[str, torch.Tensor]] | None = None  # image grids for TensorBoard
+
+
+def fit(model: nn.Module, loss_fn: LossFn, train: Split, valid: Split, settings: FitSettings,
+        hooks: FitHooks | None = None) -> FitResult:
+    """Train ``model`` with Adam and a cosine learning-rate schedule (``settings``); return the best-on-valid weights.
+
+    ``loss_fn(model, x, y)`` returns named scalar terms including ``"loss"`` (the one minimised). Parameters with
+    ``requires_grad`` off stay frozen. ``settings.fused`` uses PyTorch's fused Adam kernel on CPU and CUDA: the same
+    update rule to float rounding, one kernel instead of a loop over parameters; the train scripts use it, the labs
+    and the bench's yardstick keep the default loop, so their results stay as shipped.
     """
-    if keep not in ("best", "last"):
-        raise ValueError(f"keep must be 'best' or 'last', got {keep!r}.")
+    epochs, lr, batch_size, seed, device = (settings.epochs, settings.lr, settings.batch_size, settings.seed,
+                                            settings.device)
+    time_budget, max_steps, keep, desc = settings.time_budget, settings.max_steps, settings.keep, settings.desc
+    hooks = hooks or FitHooks()
+    state_path, resume, augment, critic = hooks.state_path, hooks.resume, hooks.augment, hooks.critic
     torch.manual_seed(seed)
     model.to(device)
-    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay,
-                           fused=fused_kernel(device) if fused else None)
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr,
+                           weight_decay=settings.weight_decay, fused=fused_kernel(device) if settings.fused else None)
     steps_per_epoch = math.ceil(len(train) / batch_size)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s / max(epochs * steps_per_epoch, 1), 1.0)))
@@ -153,10 +142,10 @@ def fit(
         tqdm.write(f"--resume: no state at {state_path}, starting fresh")
 
     writer = None
-    if tensorboard:
+    if hooks.tensorboard:
         from torch.utils.tensorboard import SummaryWriter
 
-        writer = SummaryWriter(tensorboard)
+        writer = SummaryWriter(hooks.tensorboard)
 
     def save_state(epoch: int) -> None:
         if state_path is None:
@@ -221,8 +210,8 @@ def fit(
                     for k, v in row.items():
                         if k != "epoch":
                             writer.add_scalar(k.replace("_", "/", 1), v, epoch + 1)
-                    if log_images is not None:
-                        for name, grid in log_images(model).items():
+                    if hooks.log_images is not None:
+                        for name, grid in hooks.log_images(model).items():
                             writer.add_image(name, grid, epoch + 1)
                 res.epochs_run = epoch + 1
                 save_state(epoch + 1)

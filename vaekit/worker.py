@@ -34,8 +34,9 @@ import numpy as np
 import torch
 
 from . import course_inference
+from .building import load_model
 from .checkpoint import CheckpointError, load_checkpoint, read_hyperparameters
-from .course import TASKS, SubmissionError, load_model, load_submission
+from .course import TASKS, SubmissionError, load_submission
 from .generation import decode_codes, decode_noise, encode_means, fast_layout, quantize, sample_noise
 from .protocol import write_frame
 
@@ -66,7 +67,7 @@ def _run(stage: str, what: str, fn):
         raise SubmissionError(f"{what} failed: {type(e).__name__}: {e}{where}") from e
 
 
-def build(job: dict) -> tuple[torch.nn.Module, dict, object]:
+def load_job_model(job: dict) -> tuple[torch.nn.Module, dict, object]:
     """The submission's model, rebuilt from the private copy of its files (this runs the student's code);
     returns (model, hyperparameters with the ``latent_dim`` used, the imported submission module)."""
     torch.set_num_threads(job["threads"])
@@ -121,7 +122,7 @@ def repeat_picks(n_codes: int, n_samples: int) -> tuple[int, torch.Tensor]:
 def run_task(mode: str, job: dict, request: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """One task of the job: its model built from ``<files>/<task>/``, then this process's work on it."""
     try:
-        model, hp, sub = build(job)
+        model, hp, sub = load_job_model(job)
         return run_job(mode, job, model, hp, sub, request)
     except (SubmissionError, CheckpointError) as e:
         return {"error": np.str_(str(e))}
