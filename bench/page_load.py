@@ -13,11 +13,13 @@ import argparse
 import json
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from bench.browser import CHROMIUM, launch
 from vaekit.cli import HelpFormatter
 from vaekit.course import TASKS
+from vaekit.grade_record import TaskGrade
 from vaekit.gradepage import write_page
 from vaekit.paths import ROOT
 
@@ -32,13 +34,13 @@ def main(argv: list[str] | None = None) -> None:
 
     src, out = Path(args.graded), ROOT / "bench" / "runs" / "page_load"
     shutil.rmtree(out, ignore_errors=True)
-    results = {t: json.loads((src / s.folder / "grade_result.json").read_text()) for t, s in TASKS.items()}
+    results = {t: TaskGrade.read(src / s.folder / "grade_result.json") for t, s in TASKS.items()}
     graded = []
     for i in range(args.n):
         name = f"G{i:03d}"
         for spec in TASKS.values():
             shutil.copytree(src / spec.folder, out / name / spec.folder, ignore=shutil.ignore_patterns("*.pth"))
-        graded.append((name, {t: {**r, "fair_score": r["fair_score"] * (i % 17) / 16} for t, r in results.items()}))
+        graded.append((name, {t: replace(r, fair_score=r.fair_score * (i % 17) / 16) for t, r in results.items()}))
     t0 = time.perf_counter()
     page_path = write_page(out / "index.html", graded, [f"{n}/" for n, _ in graded], "synthetic class")
     write_s = time.perf_counter() - t0

@@ -110,11 +110,12 @@ def test_one_submission_gets_the_same_page(browser, good, small_test, root, tmp_
 
 def test_no_text_from_a_submission_can_stop_the_page_script(browser, tmp_path):
     """An error or warning is the submission's text: "<!--<script>" in it once swallowed the page's script."""
+    from vaekit.grade_record import TaskGrade
     from vaekit.gradepage import write_page
 
     hostile = "<!--<script>alert(1)</script><!--</script>"
-    graded = [(f"G{i}", {"vae": {"task": "vae", "folder": "VAEwolabel", "error": hostile, "score": 0.0,
-                                 "fair_score": 0.0, "warnings": [hostile]}}) for i in range(3)]
+    graded = [(f"G{i}", {"vae": TaskGrade(task="vae", folder="VAEwolabel", max_score=10.0, error=hostile,
+                                          warnings=[hostile])}) for i in range(3)]
     page, errors = open_page(browser, write_page(tmp_path / "index.html", graded, ["G0/", "G1/", "G2/"], hostile))
     assert errors == [] and page.text_content("#shown") == "3"  # the script ran to its end
     assert hostile in page.locator("tr", has_text="G1").inner_text()  # shown as text, not markup

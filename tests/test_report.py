@@ -3,6 +3,7 @@ no placeholder once the student file is filled; pack.py refuses it until then.""
 
 import importlib.util
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -43,7 +44,8 @@ def experiments(root):
 def fixture_results(root, good, judge, experiments):
     """A results folder from a tiny graded model; the experiment summaries are made by the experiments'
     own ``summarise`` from runs that copy its grades (so their shape cannot drift from the real ones)."""
-    base = root / "tests" / ".report_fixture"  # Typst reads files under the project root only (ignored folder)
+    # Typst reads files under the project root only (an ignored folder), one per test process (pytest -n).
+    base = root / "tests" / f".report_fixture-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
     shutil.rmtree(base, ignore_errors=True)
     shutil.copytree(good, base)
     res = grade_submission(judge, base, base, ["vae", "gen"], GradeSettings(per_label=20))

@@ -1,4 +1,6 @@
-"""What the course defines: the two tasks and their folders, the files a hand-in holds, how its submission.py is
+"""What the course defines: its tasks, folders and files, importing a submission.py, a folder's provenance.
+
+What the course defines: the two tasks and their folders, the files a hand-in holds, how its submission.py is
 imported (errors with their place), and which submission.py a course folder was trained from.
 
 A folder's model is built by ``vaekit.building``; a trained one is written by

@@ -1,4 +1,6 @@
-"""What a hand-in decides (its file name, its error messages, its warnings) escaped for where it goes: a folder name
+"""Escape what a hand-in decides (names, errors, warnings) for where it goes: a folder, a CSV cell, a terminal.
+
+What a hand-in decides (its file name, its error messages, its warnings) escaped for where it goes: a folder name
 under ``--out``, a cell of ``grades.csv``, a line on the TA's terminal. (The grade page escapes its own HTML.)"""
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""One task's grade as one typed record (``TaskGrade``), and its three forms: ``grade_result.json``, a row of the
+"""One task's grade as one typed record (``TaskGrade``) and its forms: JSON, a CSV row, a page row.
+
+One task's grade as one typed record (``TaskGrade``), and its three forms: ``grade_result.json``, a row of the
 class's ``grades.csv`` and the values of the grade page's row.
 
 The JSON's field names are the record's field names; ``FIELDS`` documents each one (``docs/grading.md`` is written

@@ -1,4 +1,6 @@
-"""A hand-in's intake: the checks a zip passes before anything of it is written (size, count, ratio, names,
+"""A hand-in's intake: zip checks, the sandbox's private copy, each task's files checked and hashed.
+
+A hand-in's intake: the checks a zip passes before anything of it is written (size, count, ratio, names,
 methods, links), the private, read-only copy of a submission's files that a sandbox sees, and each task's files
 checked and hashed (``prepare_task``).
 

@@ -1,4 +1,6 @@
-"""Isolation of a submission's code: every run of it in a bubblewrap sandbox, as uid 65534 when the grader is
+"""Isolate a submission's code: bubblewrap, an unprivileged uid, one control group per submission.
+
+Isolation of a submission's code: every run of it in a bubblewrap sandbox, as uid 65534 when the grader is
 root, inside one control group per submission (memory, processes, CPU share), with the worker's environment.
 
 Inside the sandbox the process sees, read-only, only the Python runtime and its packages, the ``vaekit``

@@ -1,4 +1,6 @@
-"""The grader's side of a worker process and what travels between them: the process itself (started sandboxed,
+"""The grader's side of a worker process: the process, its frames and the checks its replies pass.
+
+The grader's side of a worker process and what travels between them: the process itself (started sandboxed,
 fed its input, its output drained within bounds, killed at its deadline), the frames each task's reply comes in,
 and the checks a reply passes before the grader reads it. ``vaekit.worker`` is the other side.
 """

@@ -1,4 +1,6 @@
-"""Scoring a task from its workers' replies into its ``TaskGrade``: the course's formulas on the course replay and
+"""Score a task from its workers' replies into its ``TaskGrade``.
+
+Scoring a task from its workers' replies into its ``TaskGrade``: the course's formulas on the course replay and
 on the isolated path, the classifier's metrics (class coverage or conditional accuracy, FID ratio, diversity, copy
 checks) and the flags.
 

@@ -1,4 +1,6 @@
-"""What ``train_vae.py`` and ``train_cond.py`` share: their flags (each script passes the kit's tuned values; the
+"""What ``train_vae.py`` and ``train_cond.py`` share: their flags and the run, submission.py to course folder.
+
+What ``train_vae.py`` and ``train_cond.py`` share: their flags (each script passes the kit's tuned values; the
 defaults a run uses belong to the model, ``vaekit.defaults``) and the run itself, from ``submission.py``'s classes to
 a finished course folder.
 
