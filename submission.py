@@ -32,7 +32,7 @@ class VAE(nn.Module):
 
     num_labels = 0  # the one-hot label width the networks take: none here, 10 for GenModel
 
-    def __init__(self, latent_dim: int = 16, *, channels: int = 32, hidden: int = 256, components: int = 400):
+    def __init__(self, latent_dim: int = 32, *, channels: int = 32, hidden: int = 256, components: int = 400):
         super().__init__()
         self.latent_dim = latent_dim
         self.encoder = ConvEncoder(latent_dim, channels, hidden, self.num_labels)

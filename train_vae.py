@@ -14,7 +14,7 @@ from vaekit.train_command import parse_train_args, train
 # Defaults for 2 CPU cores and the course score (10/10 needs sharp reconstructions at a small latent_dim).
 DEFAULTS = dict(  # what the kit's own models are tuned for; any other model: vaekit.defaults
     epochs=5,  # passes over the 50 000 training images
-    latent_dim=16,  # size of z; the course's bonus 1.2 - d/784 rewards small codes
+    latent_dim=32,  # size of z: at 5 epochs x 3 seeds 32 beat 16 in SSIM, MSE and fid ratio (report, Q1); both 10/10
     lr=2e-3,  # peak Adam learning rate, cosine-decayed to 0
     batch_size=128,  # images per step
     var=0.01,  # σ² of the Gaussian likelihood: loss = KL + ||x - x̂||² / (2σ²); smaller = sharper, less regular

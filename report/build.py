@@ -30,7 +30,9 @@ from vaekit.student import StudentFileError, read_student, unfilled
 plt.switch_backend("Agg")  # no display on a CI box or a laptop over SSH
 
 REPORT = ROOT / "report"
-EXPERIMENTS = {"q1": "q1", "q2": "q2", "gen_experiment": "gen", "label_swap": "label_swap"}  # Typst key: file
+# Typst key: file. The sweeps at the handed-in models' own epochs, and (``_e2``) the short ones over more values.
+EXPERIMENTS = {"q1": "q1", "q1_short": "q1_e2", "q2": "q2_e2", "gen_experiment": "gen", "gen_short": "gen_e2",
+               "label_swap": "label_swap"}
 
 
 # -- the handed-in models, as they are ----------------------------------------------------------------------------
@@ -173,6 +175,31 @@ def sweep_figure(q1: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def instability_figure(q1: dict, path: Path) -> None:
+    """Each seed's training curves at each swept learning rate: the KL term per epoch (log scale) and the validation
+    reconstruction term, so a run that blew up in its first epoch stands out from the ones that did not."""
+    rows = [r for r in q1["sweeps"]["lr"] if any(r.get("histories") or [])]
+    fig, (kl_ax, rec_ax) = plt.subplots(1, 2, figsize=(9, 2.8))
+    for row, color in zip(rows, plt.rcParams["axes.prop_cycle"].by_key()["color"]):
+        for seed, h in enumerate(row["histories"]):
+            if not h:
+                continue
+            epochs = [e["epoch"] for e in h]
+            style = dict(color=color, marker="o", ms=3, alpha=0.85, label=f"lr {row['lr']:g}" if seed == 0 else None)
+            kl_ax.plot(epochs, [e["train_kl"] for e in h], **style)
+            rec_ax.plot(epochs, [e["valid_recon"] for e in h], **style)
+    kl_ax.set_yscale("log")
+    kl_ax.set_ylabel("training KL term (nats, log scale)", fontsize=9)
+    rec_ax.set_ylabel("validation ‖x − x̂‖² / 2σ²_x (nats)", fontsize=9)
+    for ax in (kl_ax, rec_ax):
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    kl_ax.legend(fontsize=8, frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+
+
 def loss_figure(folders: dict[str, Path], path: Path) -> None:
     """Validation loss and its KL term per epoch, one panel per model; sharpening epochs shaded."""
     fig, axes = plt.subplots(1, len(folders), figsize=(10, 3.0))
@@ -292,7 +319,8 @@ def main(argv: list[str] | None = None) -> None:
         latent_map(vae, vae_info["kit"], figs / "latent_map.png")
         interpolation(vae, vae_info["kit"], figs / "interpolation.png")
         loss_figure({"VAE": base / "VAEwolabel", "GenModel": base / "Genwithlabel"}, figs / "loss.png")
-        sweep_figure(json.loads(inputs["q1"].read_text()), figs / "sweeps.png")
+        sweep_figure(json.loads(inputs["q1_short"].read_text()), figs / "sweeps.png")
+        instability_figure(json.loads(inputs["q1"].read_text()), figs / "instability.png")
         swap_figure(json.loads(inputs["label_swap"].read_text()), figs / "label_swap.png")
         ceiling_figure(json.loads(inputs["bench"].read_text()), figs / "ceiling.png")
     rel = {k: "/" + v.relative_to(ROOT).as_posix() for k, v in inputs.items()}

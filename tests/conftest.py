@@ -1,3 +1,4 @@
+import os
 import runpy
 import shutil
 import signal
@@ -10,11 +11,18 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-torch.set_num_threads(2)
+# The suite runs in parallel processes (pytest-xdist, -n in pyproject.toml): each gets its share of the cores.
+torch.set_num_threads(max(1, min(2, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))))
 
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: end-to-end tests that train tiny models (deselect with -m 'not slow')")
+
+
+def pytest_collection_modifyitems(config, items):
+    """The end-to-end tests first: the parallel workers start on the long ones and fill in with the short ones,
+    so the suite does not end waiting on a long test that started last."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @pytest.fixture(scope="session")

@@ -76,7 +76,8 @@ def fixture_results(root, good, judge, experiments):
             "standard_mean": 0.2, "prior": matrix, "prior_as_source": matrix, "prior_own_digit": 0.9,
             "prior_swapped_as_label": 0.02, "prior_swapped_as_source": 0.8, **meta}
     (base / "report" / "results").mkdir(parents=True)
-    for name, data in {"q1": q1, "q2": q2, "gen": gen, "label_swap": swap}.items():
+    # The short sweeps (_e2) and those at the models' own epochs have the same shape.
+    for name, data in {"q1": q1, "q1_e2": q1, "q2_e2": q2, "gen": gen, "gen_e2": gen, "label_swap": swap}.items():
         (base / "report" / "results" / f"{name}.json").write_text(json.dumps(data))
     yield base
     shutil.rmtree(base, ignore_errors=True)
