@@ -142,15 +142,20 @@ class Lab:
         sub = folder / ("VAEwolabel" if task == "vae" else "Genwithlabel")
         code = folder / "submission.py" if (folder / "submission.py").is_file() else ARCH_FILES["conv"]
         before = dict(result)
-        if result.get("unreadable") is None and (sub / "epoch.pth").is_file():
-            result["unreadable"] = unreadable_share(sub, code, task)
+        strip = SAMPLES / f"{folder.name}.png"
+        wanted = result.get("unreadable") is None or not strip.is_file()
+        if wanted and (sub / "epoch.pth").is_file():  # one load of the model serves both
+            from vaekit.building import load_model
+
+            model, hp = load_model(sub, code)
+            if result.get("unreadable") is None:
+                result["unreadable"] = unreadable_share(model, hp, task)
+            if not strip.is_file():
+                sample_strip(model, hp, strip)
         if "history" not in result and (sub / "history.json").is_file():
             h = json.loads((sub / "history.json").read_text())
             h = h.get("vae", []) if isinstance(h, dict) else h
             result["history"] = [{k: round(e[k], 4) for k in ("epoch", *CURVE_KEYS) if k in e} for e in h]
-        strip = SAMPLES / f"{folder.name}.png"
-        if not strip.is_file() and (sub / "epoch.pth").is_file():
-            sample_strip(sub, code, task, strip)
         if strip.is_file():
             result["samples"] = strip.relative_to(RESULTS).as_posix()
         if result != before and (folder / "result.json").is_file():
@@ -173,26 +178,22 @@ class Lab:
         return results
 
 
-def unreadable_share(folder: Path, submission: Path, task: str, per_digit: int = 100) -> float:
+def unreadable_share(model: torch.nn.Module, hp: dict, task: str, per_digit: int = 100) -> float:
     """The share of samples, drawn as the course draws them (``per_digit`` per digit), that the grading classifier
     reads with less confidence than ``samplecheck.CONFIDENT``: what a prior's malformed digits show up in. Measured
     here, not read from the run's hyperparameters (a refitted prior's would be its base run's)."""
-    from vaekit.building import load_model
     from vaekit.samplecheck import check_samples
 
-    model, hp = load_model(folder, submission)
     check = check_samples(model, task == "gen", hp["model_kwargs"]["latent_dim"], hp["training"]["var"], "fitted",
                           per_digit=per_digit)
     return round(check.unreadable, 4)
 
 
-def sample_strip(folder: Path, submission: Path, task: str, path: Path, per_digit: int = 2) -> None:
+def sample_strip(model: torch.nn.Module, hp: dict, path: Path, per_digit: int = 2) -> None:
     """Two samples per digit (GenModel: row by digit asked; VAE: twenty draws), as the course draws them."""
-    from vaekit.building import load_model
     from vaekit.plots import save_grid
     from vaekit.samplecheck import draw_course_way
 
-    model, hp = load_model(folder, submission)
     images, _ = draw_course_way(model, hp["model_kwargs"]["latent_dim"], per_digit, seed=0)
     order = np.arange(len(images)).reshape(10, per_digit).T.ravel()  # row r: the r-th sample of each digit
     save_grid(torch.from_numpy(images[order]).float().div(255), path, nrow=10)

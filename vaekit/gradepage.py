@@ -78,8 +78,9 @@ def page_url(rel: str) -> str:
 def _row(index: int, name: str, results: dict[str, TaskGrade], rel: str) -> str:
     anchor = f"sub-{index}"  # by position: unique whatever the names
     errors = [f"{t}: {r.error}" for t, r in results.items() if r.error]
-    flags = [f"{t}: {f}" for t, r in results.items() for f in r.notes()[0]]
-    warns = [f"{t}: {w}" for t, r in results.items() for w in r.notes()[1]]
+    notes = {t: r.notes() for t, r in results.items()}
+    flags = [f"{t}: {f}" for t, (task_flags, _) in notes.items() for f in task_flags]
+    warns = [f"{t}: {w}" for t, (_, task_warns) in notes.items() for w in task_warns]
     isolation = sorted({str(r.isolation or "–") for r in results.values()})
     values = {t: r.to_dict() for t, r in results.items()}  # the numbers as grade_result.json has them
     state = "error" if errors else "flagged" if flags else "warning" if warns else "ok"
