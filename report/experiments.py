@@ -2,7 +2,9 @@
 
     python report/experiments.py q1 --epochs 2 --jobs 2   # VAE: learning rate, latent size, σ_x², short runs
     python report/experiments.py q1 --knob latent_dim=16,32 --knob lr=2e-3,8e-3   # the same at the default epochs
-    python report/experiments.py q2 --epochs 2 --jobs 2   # MLP vs conv vs attention: same epochs, prior, no sharpening
+    python report/experiments.py q2 --epochs 2 --jobs 2   # MLP vs conv vs attention: same epochs, N(0, I), speeds
+    python report/experiments.py q2 --jobs 2   # the same at equal training time, each with its own prior; and three
+                                               # ways of feeding the label to the GenModel
     python report/experiments.py gen --epochs 2 --jobs 2  # GenModel: σ_x², prior components, shrink, volume cap
     python report/experiments.py gen --knob components=10,30,100 --knob volume_quantile=0.3,1.0
     python report/experiments.py label-swap   # shipped GenModel: one code decoded with each of the ten labels
@@ -42,16 +44,50 @@ RUNS = ROOT / "report" / "runs"
 RESULTS = ROOT / "report" / "results"
 ARCH_FILES = {"mlp": ROOT / "bench" / "mlp_submission.py", "conv": ROOT / "submission.py",
               "attention": ROOT / "bench" / "attention_submission.py"}
+# Other ways for the GenModel to take its label: submission.py with a subclass appended that overrides how the label
+# reaches the networks (the prior stays one mixture per digit). "conv" itself feeds it to the encoder and decoder.
+LABEL_FEEDS = {
+    "decoder-only": '''
+
+class GenModel(GenModel):  # report variant: only the decoder sees the label
+    def __init__(self, latent_dim: int = 16, **kwargs):
+        super().__init__(latent_dim, **kwargs)
+        self.encoder = ConvEncoder(latent_dim, kwargs.get("channels", 32), kwargs.get("hidden", 256))
+
+    def encode_latent(self, x, labels=None):
+        self.group(labels, len(x), x.device)  # the labels are still checked
+        return self.encoder(x)
+''',
+    "prior-only": '''
+
+class GenModel(GenModel):  # report variant: neither network sees the label; it only picks the digit's prior mixture
+    def __init__(self, latent_dim: int = 16, **kwargs):
+        super().__init__(latent_dim, **kwargs)
+        channels, hidden = kwargs.get("channels", 32), kwargs.get("hidden", 256)
+        self.encoder = ConvEncoder(latent_dim, channels, hidden)
+        self.decoder = ConvDecoder(latent_dim, channels, hidden)
+
+    def onehot(self, labels, n, device):
+        self.group(labels, n, device)  # the labels are still checked
+        return None
+''',
+}
 # One knob changed at a time from the baseline (the kit's defaults when the sweeps were run; the VAE now ships with
 # latent size 32, which Q1 chose); each value trained with every seed.
 Q1_BASE = {"lr": 2e-3, "latent_dim": 16, "var": 0.01}
 Q1 = {"lr": (5e-4, 2e-3, 8e-3), "latent_dim": (2, 4, 8, 16, 32), "var": (0.001, 0.01, 0.1)}
+# Q2 at equal training time: each architecture trains for the epochs that fit this many seconds on one thread, at the
+# seconds per epoch its short (2-epoch) runs measured (q2_e2.json), with the shipped VAE's settings.
+Q2_BUDGET_S = 300
+Q2_BASE = {"lr": 2e-3, "latent_dim": 32, "var": 0.01, "batch_size": 128}
 GEN_VAR = (0.001, 0.003, 0.01)
 # The conditional prior refitted on the same weights (the σ_x² = 0.003 runs): one change at a time.
 GEN_PRIOR = {"components": (1, 10, 30, 100), "prior_shrink": (0.8, 1.0), "volume_quantile": (0.3, 1.0)}
 GEN_PRIOR_BASE = {"components": 30, "prior_shrink": 1.0, "volume_quantile": 0.3}
-VAE_KEYS = ("score", "ssim", "mse", "fid_ratio", "diversity", "fair_score", "unreadable")
-GEN_KEYS = ("score", "cond_accuracy", "fid", "fid_ratio", "diversity", "memorization", "fair_score", "unreadable")
+VAE_KEYS = ("score", "ssim", "mse", "fid_ratio", "diversity", "fair_score", "unreadable", "params")
+GEN_KEYS = ("score", "cond_accuracy", "fid", "fid_ratio", "diversity", "memorization", "fair_score", "unreadable",
+            "params", "label_decides")
+MEASURED = ("unreadable", "params", "label_decides")  # from a run's files (``Lab._complete``), not its grade
 SAMPLES = RESULTS / "samples"  # a strip of each run's samples, drawn as the course draws them (the report shows them)
 CURVE_KEYS = ("train_kl", "train_loss", "valid_loss", "valid_recon")  # what a run's summary keeps of each epoch
 
@@ -70,6 +106,7 @@ class Lab:
 
         # None: each task's own default (the number of epochs the shipped models were trained for).
         self.epochs = {task: epochs or script_defaults(task)["epochs"] for task in ("vae", "gen")}
+        self.short = epochs is not None  # a sweep at other epochs than the shipped models'
         self.seeds, self.jobs, self.knobs = list(range(seeds)), jobs, knobs
         self.cores = torch.get_num_threads() or 1  # before any run sets its own thread count
         self.threads = max(1, self.cores // jobs)
@@ -83,23 +120,28 @@ class Lab:
 
         return load_mnist("train")
 
-    def run(self, task: str, seed: int, arch: str = "conv", base: dict | None = None, **flags: Any) -> dict:
+    def run(self, task: str, seed: int, arch: str = "conv", base: dict | None = None, epochs: int | None = None,
+            **flags: Any) -> dict:
         """Train (unless done) and grade one run; ``flags`` are train-script options, named in the run's folder;
-        ``base``: the sweep's baseline, passed too (so a later change of the shipped defaults cannot move it)."""
+        ``base``: the sweep's baseline, passed too (so a later change of the shipped defaults cannot move it);
+        ``epochs``: this run's own (default: the lab's for the task)."""
+        epochs = epochs or self.epochs[task]
         knobs = (f"{k}{v}" for k, v in sorted(flags.items()))
-        name = "-".join([task, arch, f"e{self.epochs[task]}", *knobs, f"s{seed}"])
+        name = "-".join([task, arch, f"e{epochs}", *knobs, f"s{seed}"])
         folder = RUNS / name
         done = folder / "result.json"
         if done.is_file():
             return self._complete(folder, task, json.loads(done.read_text()))
         out = folder / ("VAEwolabel" if task == "vae" else "Genwithlabel")
         script = "train_vae.py" if task == "vae" else "train_cond.py"
-        cmd = [sys.executable, script, "--submission", str(ARCH_FILES[arch]), "--epochs", str(self.epochs[task]),
+        code = folder / "submission.py"  # the file the run trains from, kept beside it for grading
+        folder.mkdir(parents=True, exist_ok=True)
+        code.write_text(source(arch))
+        cmd = [sys.executable, script, "--submission", str(code), "--epochs", str(epochs),
                "--sharpen-epochs", "0", "--seed", str(seed), "--workers", str(self.threads), "--out", str(out)]
         cmd += [f"--{k.replace('_', '-')}={v}" for k, v in {**(base or {}), **flags}.items()]
         t = time.perf_counter()
         subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
-        (folder / "submission.py").write_text(ARCH_FILES[arch].read_text())
         return self._grade(folder, task, {"arch": arch, "seed": seed, **flags}, t)
 
     def refit(self, base: Path, seed: int, components: int, prior_shrink: float, volume_quantile: float) -> dict:
@@ -132,24 +174,30 @@ class Lab:
                   "s_per_epoch": round(hp["wall_time_s"] / hp["epochs_run"], 1), "threads": self.threads,
                   "grade_s": round(time.perf_counter() - t, 1),
                   "run_s": round(time.perf_counter() - started, 1),
-                  **{k: graded.get(k) for k in keys if k != "unreadable"}}  # measured in _complete
+                  **{k: graded.get(k) for k in keys if k not in MEASURED}}
         (folder / "result.json").write_text(json.dumps(result, indent=1) + "\n")
         return self._complete(folder, task, result)
 
     def _complete(self, folder: Path, task: str, result: dict) -> dict:
         """What a run's files say beyond its grade, added once to its result.json: the share of unreadable samples
-        (``unreadable_share``), the per-epoch curves, and a strip of samples for the report."""
+        (``unreadable_share``), the model's parameter count, for a GenModel how often a code decoded with another
+        digit's label draws that label (``label_decides``), the per-epoch curves, and a strip of samples."""
         sub = folder / ("VAEwolabel" if task == "vae" else "Genwithlabel")
         code = folder / "submission.py" if (folder / "submission.py").is_file() else ARCH_FILES["conv"]
         before = dict(result)
         strip = SAMPLES / f"{folder.name}.png"
-        wanted = result.get("unreadable") is None or not strip.is_file()
-        if wanted and (sub / "epoch.pth").is_file():  # one load of the model serves both
+        measured = [k for k in MEASURED if k in (VAE_KEYS if task == "vae" else GEN_KEYS)]
+        wanted = any(result.get(k) is None for k in measured) or not strip.is_file()
+        if wanted and (sub / "epoch.pth").is_file():  # one load of the model serves all
             from vaekit.building import load_model
 
             model, hp = load_model(sub, code)
             if result.get("unreadable") is None:
                 result["unreadable"] = unreadable_share(model, hp, task)
+            if result.get("params") is None:
+                result["params"] = sum(p.numel() for p in model.parameters())
+            if task == "gen" and result.get("label_decides") is None:
+                result["label_decides"] = round(swap_shares(model, self.judge.classifier)["prior_swapped_as_label"], 4)
             if not strip.is_file():
                 sample_strip(model, hp, strip)
         if "history" not in result and (sub / "history.json").is_file():
@@ -176,6 +224,13 @@ class Lab:
             results = list(pool.map(lambda c: c[0](*c[1], **c[2]), calls))
         self.core_seconds += sum(r.get("run_s", 0) * r["threads"] for r in results)
         return results
+
+
+def source(arch: str) -> str:
+    """The submission file an architecture trains from: a file of its own, or submission.py with a label variant."""
+    if arch in LABEL_FEEDS:
+        return ARCH_FILES["conv"].read_text() + LABEL_FEEDS[arch]
+    return ARCH_FILES[arch].read_text()
 
 
 def unreadable_share(model: torch.nn.Module, hp: dict, task: str, per_digit: int = 100) -> float:
@@ -241,10 +296,22 @@ def q1(lab: Lab) -> dict:
 
 
 def q2(lab: Lab) -> dict:
-    # Same epochs, seeds, σ_x², N(0, I) prior (the MLP and attention files have no fitted prior) and no sharpening.
-    calls = [(lab.run, ("vae", s), {"arch": a, "base": Q1_BASE, "prior": "standard"}) for a in ARCH_FILES
+    if lab.short:  # the same epochs, seeds, σ_x², N(0, I) prior for all (the MLP and attention files have none)
+        calls = [(lab.run, ("vae", s), {"arch": a, "base": Q1_BASE, "prior": "standard"}) for a in ARCH_FILES
+                 for s in lab.seeds]
+        return {"arch": summarise(lab.many(calls), "arch", VAE_KEYS)}
+    # Equal training time, each with the prior it is graded with (a fitted one where the file offers fit_prior).
+    speed = {r["arch"]: r["s_per_epoch"]["mean"] for r in json.loads((RESULTS / "q2_e2.json").read_text())["arch"]}
+    epochs = {a: max(1, round(Q2_BUDGET_S / speed[a])) for a in ARCH_FILES}
+    calls = [(lab.run, ("vae", s), {"arch": a, "base": Q2_BASE, "epochs": epochs[a]}) for a in ARCH_FILES
              for s in lab.seeds]
-    return {"arch": summarise(lab.many(calls), "arch", VAE_KEYS)}
+    arch = summarise(lab.many(calls), "arch", VAE_KEYS)
+    # The GenModel's label fed three ways, at its own epochs and settings (the shipped one's runs are Gen's).
+    calls = [(lab.run, ("gen", s), {"arch": a, "base": {"var": 0.003}}) for a in ("conv", *LABEL_FEEDS)
+             for s in lab.seeds]
+    label = summarise(lab.many(calls), "arch", GEN_KEYS)
+    return {"budget_s": Q2_BUDGET_S, "s_per_epoch": speed, "base": Q2_BASE, "arch": arch,
+            "label_epochs": lab.epochs["gen"], "label": label}
 
 
 def gen(lab: Lab) -> dict:
@@ -265,17 +332,13 @@ def gen(lab: Lab) -> dict:
 
 
 @torch.no_grad()
-def label_swap(lab: Lab, n: int = 1000) -> dict:
+def swap_shares(model: torch.nn.Module, clf: torch.nn.Module, n: int = 1000) -> dict:
     """Decode each code with each of the ten labels and classify: how often the requested label is drawn.
 
     ``standard``: z ~ N(0, I) fed straight to the decoder (no prior). ``prior``: z drawn from digit c's fitted
     prior, decoded as digit y; the matrix ``[c][y]`` is the share classified as y (the label won) and
     ``as_source[c][y]`` the share classified as c (the code won).
     """
-    from vaekit.building import load_model
-
-    model, _ = load_model(ROOT / "Genwithlabel")
-    clf = lab.judge.classifier
     gen = torch.Generator().manual_seed(0)
     labels = torch.arange(10)
 
@@ -297,6 +360,14 @@ def label_swap(lab: Lab, n: int = 1000) -> dict:
             "prior_own_digit": statistics.fmean(as_label[c][c] for c in range(10)),
             "prior_swapped_as_label": statistics.fmean(as_label[c][y] for c, y in off),
             "prior_swapped_as_source": statistics.fmean(as_source[c][y] for c, y in off)}
+
+
+def label_swap(lab: Lab, n: int = 1000) -> dict:
+    """``swap_shares`` of the shipped GenModel."""
+    from vaekit.building import load_model
+
+    model, _ = load_model(ROOT / "Genwithlabel")
+    return swap_shares(model, lab.judge.classifier, n)
 
 
 EXPERIMENTS = {"q1": q1, "q2": q2, "gen": gen, "label-swap": label_swap}

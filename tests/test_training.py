@@ -35,6 +35,19 @@ def test_save_load_round_trip_rebuilds_from_hyperparameters_alone(tmp_path):
     assert "model_state_dict" in torch.load(tmp_path / "epoch.pth", weights_only=True)
 
 
+def test_constructor_kwargs_of_a_class_taking_star_kwargs_rebuild_it():
+    # A student's (or a subclass's) ``__init__(self, latent_dim=16, *args, **kwargs)``: the recorded kwargs are the
+    # keywords it was built with, never {"args": (), "kwargs": {}}, which would not build it again.
+    class Wrapped(S.GenModel):
+        def __init__(self, latent_dim: int = 16, *args, **kwargs):
+            super().__init__(latent_dim, **kwargs)
+
+    assert checkpoint.constructor_kwargs(Wrapped, {"latent_dim": 6}) == {"latent_dim": 6}
+    kwargs = checkpoint.constructor_kwargs(Wrapped, {"latent_dim": 6, "hidden": 64})
+    assert kwargs == {"latent_dim": 6, "hidden": 64}
+    assert Wrapped(**kwargs).decoder.fc[0].out_features == 64
+
+
 def test_compile_prefix_is_stripped_and_mismatches_are_named(tmp_path):
     model = S.VAE(latent_dim=4)
     sd = {f"_orig_mod.{k}": v for k, v in model.state_dict().items()}

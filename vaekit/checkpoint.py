@@ -32,7 +32,14 @@ def constructor_kwargs(cls: type, given: dict[str, Any]) -> dict[str, Any]:
     sig = inspect.signature(cls.__init__)
     bound = sig.bind_partial(None, **given)  # None stands for self
     bound.apply_defaults()
-    return {k: v for k, v in bound.arguments.items() if k not in ("self",) and not k.startswith("_")}
+    found: dict[str, Any] = {}
+    for name, value in bound.arguments.items():
+        kind = sig.parameters[name].kind
+        if kind is inspect.Parameter.VAR_KEYWORD:  # ``**kwargs``: its keys, not a keyword named "kwargs"
+            found.update(value)
+        elif kind is not inspect.Parameter.VAR_POSITIONAL and name != "self" and not name.startswith("_"):
+            found[name] = value
+    return found
 
 
 def save_checkpoint(path: str | Path, state_dict: dict[str, torch.Tensor], **meta: Any) -> None:
