@@ -31,8 +31,8 @@ plt.switch_backend("Agg")  # no display on a CI box or a laptop over SSH
 
 REPORT = ROOT / "report"
 # Typst key: file. The sweeps at the handed-in models' own epochs, and (``_e2``) the short ones over more values.
-EXPERIMENTS = {"q1": "q1", "q1_short": "q1_e2", "q2": "q2_e2", "gen_experiment": "gen", "gen_short": "gen_e2",
-               "label_swap": "label_swap"}
+EXPERIMENTS = {"q1": "q1", "q1_short": "q1_e2", "q2": "q2", "q2_short": "q2_e2", "gen_experiment": "gen",
+               "gen_short": "gen_e2", "label_swap": "label_swap"}
 
 
 # -- the handed-in models, as they are ----------------------------------------------------------------------------

@@ -9,10 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from threadpoolctl import threadpool_limits
 
 ROOT = Path(__file__).resolve().parent.parent
 # The suite runs in parallel processes (pytest-xdist, -n in pyproject.toml): each gets its share of the cores.
-torch.set_num_threads(max(1, min(2, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))))
+SHARE = max(1, min(2, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
+torch.set_num_threads(SHARE)
+threadpool_limits(SHARE)  # numpy's BLAS too: a thread per core in every worker would oversubscribe the cores
 
 
 def pytest_configure(config):

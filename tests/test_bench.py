@@ -35,22 +35,22 @@ def test_bench_dry_run_fills_every_row_and_leaves_the_readme_alone(root, tmp_pat
     assert (tmp_path / "runs" / "default" / "VAEwolabel" / "epoch.pth").exists()
     assert {page: page.read_text() for page in pages(root)} == readme  # a dry run never rewrites a table
 
-    # --only vae retrains and regrades the VAE's rows alone and keeps every other row as it was.
+    # --only cgan retrains and regrades the GAN's row alone and keeps every other row as it was.
+    gan_model = tmp_path / "runs" / "cgan" / "Genwithlabel" / "epoch.pth"
     vae_model = tmp_path / "runs" / "default" / "VAEwolabel" / "epoch.pth"
-    gen_model = tmp_path / "runs" / "default" / "Genwithlabel" / "epoch.pth"
-    before = vae_model.stat().st_mtime_ns, gen_model.stat().st_mtime_ns
-    r = subprocess.run([sys.executable, "bench/run.py", "--dry-run", "--only", "vae", "--out", str(tmp_path)],
+    before = gan_model.stat().st_mtime_ns, vae_model.stat().st_mtime_ns
+    r = subprocess.run([sys.executable, "bench/run.py", "--dry-run", "--only", "cgan", "--out", str(tmp_path)],
                        cwd=root, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-3000:]
     again = json.loads((tmp_path / "results.json").read_text())
-    gen_rows = [row for row in results["rows"] if row["task"] == "gen"]
-    assert [row for row in again["rows"] if row["task"] == "gen"] == gen_rows
-    vae = [row for row in again["rows"] if row["task"] == "vae"]
-    assert {row["model"] for row in vae} == {m for m, t in expected if t == "vae"}
-    assert all(row.get("error") is None and row["train_s"] > 0 for row in vae)
-    assert vae_model.stat().st_mtime_ns > before[0] and gen_model.stat().st_mtime_ns == before[1]  # only the VAE anew
-    assert "vae_rows_date" in again["machine"] and "vae_rows_date" not in results["machine"]
-    assert "the vae rows rerun on" in (tmp_path / "results.md").read_text()
+    gan = "conditional GAN (labs/cgan.py)"
+    assert [row for row in again["rows"] if row["model"] != gan] == [row for row in results["rows"]
+                                                                    if row["model"] != gan]
+    new_gan = [row for row in again["rows"] if row["model"] == gan]
+    assert len(new_gan) == 1 and new_gan[0].get("error") is None and new_gan[0]["train_s"] > 0
+    assert gan_model.stat().st_mtime_ns > before[0] and vae_model.stat().st_mtime_ns == before[1]  # only the GAN anew
+    assert "gan_row_date" in again["machine"] and "gan_row_date" not in results["machine"]
+    assert "that row rerun on" in (tmp_path / "results.md").read_text()
     assert {page: page.read_text() for page in pages(root)} == readme
 
 

@@ -121,6 +121,18 @@ def test_frechet_distance_closed_forms():
     assert metrics.frechet_distance(mu, cov, mu, c2) == pytest.approx(ref, rel=1e-7)
 
 
+@pytest.mark.parametrize("n", [2000, 20])  # more samples than feature dimensions, and fewer (singular covariances)
+def test_frechet_distance_matches_scipy_sqrtm_at_the_graders_feature_size(n):
+    rng = np.random.default_rng(n)
+    a = rng.normal(size=(n, 128)) @ rng.normal(size=(128, 128))
+    b = rng.normal(size=(n, 128)) @ rng.normal(size=(128, 128)) + 0.5
+    from scipy.linalg import sqrtm
+
+    (ma, ca), (mb, cb) = [(f.mean(0), np.cov(f, rowvar=False)) for f in (a, b)]
+    ref = np.sum((ma - mb) ** 2) + np.trace(ca) + np.trace(cb) - 2 * np.trace(np.real(sqrtm(ca @ cb)))
+    assert metrics.feature_fid(a, b) == pytest.approx(ref, rel=1e-6 if n > 128 else 1e-3)
+
+
 def test_feature_fid_of_same_distribution_is_small_and_of_shifted_is_shift():
     rng = np.random.default_rng(3)
     a = rng.normal(size=(20000, 4))

@@ -65,8 +65,12 @@ def fixture_results(root, good, judge, experiments):
     q1 = {"defaults": {"lr": 2e-3, "latent_dim": 4, "var": 0.01}, "command": "python report/experiments.py q1",
           **meta, "sweeps": {k: experiments.summarise(runs("vae", k, v), k, experiments.VAE_KEYS)
                              for k, v in {"lr": (1e-3, 2e-3), "latent_dim": (2, 4), "var": (0.01, 0.1)}.items()}}
-    q2 = {"command": "python report/experiments.py q2", **meta,
-          "arch": experiments.summarise(runs("vae", "arch", ("mlp", "conv")), "arch", experiments.VAE_KEYS)}
+    q2s = {"command": "python report/experiments.py q2 --epochs 1", **meta,
+           "arch": experiments.summarise(runs("vae", "arch", ("mlp", "conv")), "arch", experiments.VAE_KEYS)}
+    q2 = {**q2s, "command": "python report/experiments.py q2", "budget_s": 300, "base": experiments.Q2_BASE,
+          "s_per_epoch": {"mlp": 2.0, "conv": 3.0}, "label_epochs": 1,
+          "label": experiments.summarise(runs("gen", "arch", ("conv", *experiments.LABEL_FEEDS)), "arch",
+                                         experiments.GEN_KEYS)}
     gen = {"defaults": {"var": 0.003, **experiments.GEN_PRIOR_BASE}, "command": "python report/experiments.py gen",
            **meta, **{k: experiments.summarise(runs("gen", k, v), k, experiments.GEN_KEYS)
                       for k, v in {"var": (0.003, 0.01), "components": (1, 30), "prior_shrink": (0.8, 1.0),
@@ -77,7 +81,8 @@ def fixture_results(root, good, judge, experiments):
             "prior_swapped_as_label": 0.02, "prior_swapped_as_source": 0.8, **meta}
     (base / "report" / "results").mkdir(parents=True)
     # The short sweeps (_e2) and those at the models' own epochs have the same shape.
-    for name, data in {"q1": q1, "q1_e2": q1, "q2_e2": q2, "gen": gen, "gen_e2": gen, "label_swap": swap}.items():
+    results = {"q1": q1, "q1_e2": q1, "q2": q2, "q2_e2": q2s, "gen": gen, "gen_e2": gen, "label_swap": swap}
+    for name, data in results.items():
         (base / "report" / "results" / f"{name}.json").write_text(json.dumps(data))
     yield base
     shutil.rmtree(base, ignore_errors=True)

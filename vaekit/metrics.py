@@ -5,11 +5,7 @@ Images enter as uint8 arrays ``[N,28,28]`` (quantised as a PNG would be) unless 
 
 from __future__ import annotations
 
-import threading
-import warnings
-
 import numpy as np
-import scipy.linalg
 import scipy.ndimage
 import torch
 
@@ -101,39 +97,18 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 # -- classifier-based ----------------------------------------------------------------------------
 
-try:  # scipy's own Schur square root, which reports singular / ill-conditioned input instead of warning
-    from scipy.linalg._matfuncs import recursive_schur_sqrtm as _schur_sqrtm
-except ImportError:  # another scipy version: fall back to the public call
-    _schur_sqrtm = None
-_SQRTM_LOCK = threading.Lock()
-
-
-def _sqrtm_checked(a: np.ndarray) -> tuple[np.ndarray, bool]:
-    """(√a, whether scipy found it well-conditioned), with no global state: ``warnings.catch_warnings`` is
-    process-wide, so with two tasks scored in threads one thread's filter could swallow the other's warning."""
-    if _schur_sqrtm is not None:
-        res, ill_conditioned, singular, info = _schur_sqrtm(np.asarray(a, dtype=np.float64))
-        if info >= 0:
-            return res, not (ill_conditioned or singular) and bool(np.isfinite(res).all())
-    with _SQRTM_LOCK, warnings.catch_warnings():  # fallback for another scipy: the public call, serialised
-        warnings.simplefilter("error", scipy.linalg.LinAlgWarning)
-        try:
-            res = scipy.linalg.sqrtm(a)
-            return res, bool(np.isfinite(res).all())
-        except scipy.linalg.LinAlgWarning:
-            return np.full_like(a, np.nan), False
-
-
 def frechet_distance(mu1: np.ndarray, cov1: np.ndarray, mu2: np.ndarray, cov2: np.ndarray) -> float:
-    """‖μ1−μ2‖² + Tr(Σ1 + Σ2 − 2(Σ1Σ2)^½) between two Gaussians (Heusel et al., 2017)."""
-    covmean, ok = _sqrtm_checked(cov1 @ cov2)
-    if not ok:
-        # Singular product (fewer samples than feature dims): regularise both covariances slightly,
-        # as the reference FID code does.
-        eps = 1e-6 * np.eye(len(cov1))
-        covmean = scipy.linalg.sqrtm((cov1 + eps) @ (cov2 + eps))
-    covmean = np.real(covmean)
-    return float(np.sum((mu1 - mu2) ** 2) + np.trace(cov1) + np.trace(cov2) - 2 * np.trace(covmean))
+    """‖μ1−μ2‖² + Tr(Σ1 + Σ2 − 2(Σ1Σ2)^½) between two Gaussians (Heusel et al., 2017).
+
+    Tr((Σ1Σ2)^½) is the sum of the square roots of the eigenvalues of Σ1Σ2, which are those of the symmetric
+    √Σ1 Σ2 √Σ1 (both covariances are positive semi-definite): two symmetric eigendecompositions instead of a
+    general matrix square root, about 20 times faster, and exact for singular covariances (fewer samples than
+    feature dimensions) where the square root of the product needs regularising."""
+    w, v = np.linalg.eigh(cov1)
+    root1 = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    m = root1 @ cov2 @ root1
+    trace_root = np.sqrt(np.clip(np.linalg.eigvalsh((m + m.T) / 2), 0, None)).sum()
+    return float(np.sum((mu1 - mu2) ** 2) + np.trace(cov1) + np.trace(cov2) - 2 * trace_root)
 
 
 def feature_fid(a: np.ndarray, b: np.ndarray) -> float:
