@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from filelock import FileLock
 from threadpoolctl import threadpool_limits
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,12 +53,21 @@ def judge(small_test):
 
 @pytest.fixture(scope="session")
 def good(tmp_path_factory, root):
-    """A complete submission folder with models trained for a few steps (latent_dim 4)."""
-    d = tmp_path_factory.mktemp("good")
-    shutil.copy(root / "submission.py", d)
-    for script, folder in (("train_vae.py", "VAEwolabel"), ("train_cond.py", "Genwithlabel")):
-        subprocess.run([sys.executable, script, "--dry-run", "--latent-dim", "4", "--out", str(d / folder)],
-                       cwd=root, check=True, capture_output=True)
+    """A complete submission folder with models trained for a few steps (latent_dim 4), trained once for all the
+    test processes (pytest -n): the first to need it trains it under a lock, the others wait and read it."""
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent  # the run's folder, above each process's own
+    d = shared / "good"
+    with FileLock(str(d) + ".lock"):
+        if not (shared / "good.trained").exists():
+            shutil.rmtree(d, ignore_errors=True)
+            d.mkdir()
+            shutil.copy(root / "submission.py", d)
+            for script, folder in (("train_vae.py", "VAEwolabel"), ("train_cond.py", "Genwithlabel")):
+                subprocess.run([sys.executable, script, "--dry-run", "--latent-dim", "4", "--out", str(d / folder)],
+                               cwd=root, check=True, capture_output=True)
+            (shared / "good.trained").touch()
     return d
 
 
