@@ -1,10 +1,8 @@
 """Build a submission's model, the one place its class is called.
 
-Building a submission's model: the one place its class is called. ``load_model`` rebuilds a course folder's
-model (class, kwargs and latent size from its hyperparameters, weights from its checkpoint) for training, the
-grader's worker, pack, the bench and the report; ``course_model`` builds it from ``latent_dim`` alone, as the
-course's harness does, for a fresh training run and the course replay.
-"""
+``load_model`` rebuilds a course folder's model (class, kwargs and latent size from its hyperparameters, weights
+from its checkpoint) for training, the grader's worker, pack, the bench and the report; ``course_model`` builds it
+from ``latent_dim`` alone, as the course's harness does, for a fresh training run and the course replay."""
 
 from __future__ import annotations
 

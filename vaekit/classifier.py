@@ -1,7 +1,6 @@
 """The grading classifier: a small MNIST CNN whose logits judge digits and whose features feed the metrics.
 
-The grading classifier: a small MNIST CNN whose logits judge digits and whose 128-d penultimate
-features feed the classifier-FID, diversity and memorisation metrics.
+Its 128-d penultimate features feed the classifier-FID, diversity and memorisation metrics.
 
 Weights ship in ``vaekit/assets/classifier.pt`` (trained by ``train_classifier.py``); the sha256 of
 the file is checked at load so a grade always names exactly the judge it used.

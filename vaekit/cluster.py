@@ -1,10 +1,9 @@
 """Grade on a Dask cluster only the TA's machines can join (TLS with the TA's own certificates).
 
-Grading on a Dask cluster only the TA's machines can join: TLS with certificates of the TA's own authority
-(Dask's ``Security``), each worker building the judge once, each submission one task. Only ``--scheduler`` imports
-this module (and Dask): a student's ``grade.py`` never does. Without the certificates, anyone who reaches the
-scheduler's port could start a worker and be sent the hidden test set, the classifier and every hand-in, and return
-any grade.
+The certificates are of the TA's own authority (Dask's ``Security``); each worker builds the judge once, and each
+submission is one task. Only ``--scheduler`` imports this module (and Dask): a student's ``grade.py`` never does.
+Without the certificates, anyone who reaches the scheduler's port could start a worker and be sent the hidden test
+set, the classifier and every hand-in, and return any grade.
 
     python -m vaekit.cluster certs ~/.vaekit-tls     # once: ca.pem, node.pem, node-key.pem (copy to every machine)
 

@@ -1,7 +1,7 @@
 """What the course defines: its tasks, folders and files, importing a submission.py, a folder's provenance.
 
-What the course defines: the two tasks and their folders, the files a hand-in holds, how its submission.py is
-imported (errors with their place), and which submission.py a course folder was trained from.
+A submission.py is imported with errors that name their place; a course folder records the sha256 of the
+submission.py it was trained from.
 
 A folder's model is built by ``vaekit.building``; a trained one is written by
 ``vaekit.train_command.write_course_folder``.

@@ -1,7 +1,7 @@
 """Escape what a hand-in decides (names, errors, warnings) for where it goes: a folder, a CSV cell, a terminal.
 
-What a hand-in decides (its file name, its error messages, its warnings) escaped for where it goes: a folder name
-under ``--out``, a cell of ``grades.csv``, a line on the TA's terminal. (The grade page escapes its own HTML.)"""
+A hand-in's file name becomes a folder name under ``--out``, its messages cells of ``grades.csv`` and lines on the
+TA's terminal; each is made safe for its place here. (The grade page escapes its own HTML.)"""
 
 from __future__ import annotations
 

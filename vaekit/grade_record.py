@@ -1,8 +1,5 @@
 """One task's grade as one typed record (``TaskGrade``) and its forms: JSON, a CSV row, a page row.
 
-One task's grade as one typed record (``TaskGrade``), and its three forms: ``grade_result.json``, a row of the
-class's ``grades.csv`` and the values of the grade page's row.
-
 The JSON's field names are the record's field names; ``FIELDS`` documents each one (``docs/grading.md`` is written
 from it). A grade is read back from its JSON with ``TaskGrade.from_dict``, so a resumed batch, ``pack.py`` and the
 page handle the same type as the grader made.

@@ -1,8 +1,7 @@
 """A hand-in's intake: zip checks, the sandbox's private copy, each task's files checked and hashed.
 
-A hand-in's intake: the checks a zip passes before anything of it is written (size, count, ratio, names,
-methods, links), the private, read-only copy of a submission's files that a sandbox sees, and each task's files
-checked and hashed (``prepare_task``).
+A zip is checked before anything of it is written (size, count, ratio, names, methods, links); the sandbox sees a
+private, read-only copy; ``prepare_task`` checks and hashes each task's files.
 
 Nothing here runs a submission's code; ``vaekit.isolation`` runs it, on the copy made here.
 """

@@ -1,7 +1,7 @@
 """Isolate a submission's code: bubblewrap, an unprivileged uid, one control group per submission.
 
-Isolation of a submission's code: every run of it in a bubblewrap sandbox, as uid 65534 when the grader is
-root, inside one control group per submission (memory, processes, CPU share), with the worker's environment.
+Every run of a submission's code is a bubblewrap sandbox, as uid 65534 when the grader is root, inside one
+control group per submission (memory, processes, CPU share), with the worker's environment.
 
 Inside the sandbox the process sees, read-only, only the Python runtime and its packages, the ``vaekit``
 package (its ``assets/`` hidden), and a private copy of the submission's three files at ``/submission``;

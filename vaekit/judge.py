@@ -1,7 +1,6 @@
 """The judge: what the grader holds and a submission never sees (test set, classifier, reference features).
 
-The judge: what the grader holds and a submission never sees — the test set, the classifier and the real images'
-reference features — loaded once per grading process and kept in the data cache between runs."""
+Loaded once per grading process and kept in the data cache between runs."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Write the grader's outputs into a folder it does not trust (links where the outputs go are never followed).
 
-Writing the grader's outputs into a folder it does not trust: a submission folder graded in place may hold
-links where the outputs go (``VAEwolabel/grade_result.json`` -> a host file, ``VAEwolabel`` -> a host folder).
+A submission folder graded in place may hold links where the outputs go (``VAEwolabel/grade_result.json`` -> a host
+file, ``VAEwolabel`` -> a host folder).
 
 ``output_path`` makes every folder between ``--out`` and the file a real folder of its own (a link on the way is
 replaced, never followed), and ``write_atomic`` writes through a freshly created temporary file renamed over the

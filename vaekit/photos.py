@@ -1,7 +1,7 @@
 """Colour photographs for the two image labs, from a folder or built offline from the wheels' sample photos.
 
-Colour photographs for the two image labs (latent space, AdaIN): an image folder, or a default set built
-offline from the sample photos that scikit-image and scikit-learn ship inside their wheels.
+The labs are latent space and AdaIN; the default set comes from the sample photos that scikit-image and
+scikit-learn ship inside their wheels.
 
 No dataset package bundles a photo set that fits (the course's 64×64 "Dog" set and COCO / WikiArt download at
 run time), so the default set is random crops (random scale, position and horizontal flip, seeded) of those

@@ -1,9 +1,7 @@
 """The grader's side of a worker process: the process, its frames and the checks its replies pass.
 
-The grader's side of a worker process and what travels between them: the process itself (started sandboxed,
-fed its input, its output drained within bounds, killed at its deadline), the frames each task's reply comes in,
-and the checks a reply passes before the grader reads it. ``vaekit.worker`` is the other side.
-"""
+The process is started sandboxed, fed its input, its output drained within bounds and killed at its deadline; each
+task's reply comes in frames and passes its checks before the grader reads it. ``vaekit.worker`` is the other side."""
 
 from __future__ import annotations
 

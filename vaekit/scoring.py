@@ -1,8 +1,7 @@
 """Score a task from its workers' replies into its ``TaskGrade``.
 
-Scoring a task from its workers' replies into its ``TaskGrade``: the course's formulas on the course replay and
-on the isolated path, the classifier's metrics (class coverage or conditional accuracy, FID ratio, diversity, copy
-checks) and the flags.
+The course's formulas on the course replay and on the isolated path, the classifier's metrics (class coverage or
+conditional accuracy, FID ratio, diversity, copy checks) and the flags.
 
 Everything here reads the judge (``vaekit.judge``) and uint8 images the sandboxed workers returned; nothing runs
 the submission's code. ``vaekit.metrics`` holds the formulas themselves.

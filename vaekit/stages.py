@@ -1,8 +1,7 @@
 """Run the two stages of a hand-in's code (encode, then decode), each task on its share of the time.
 
-The two stages a hand-in's code runs in, each in its own sandboxed process (``vaekit.protocol``): encoding the
-test images, then decoding their codes. What each stage's process reads and is sent, its clock (each task's share of
-the time), and the codes an encoder returns, checked.
+Each stage runs in its own sandboxed process (``vaekit.protocol``). Here: what each stage's process reads and is
+sent, its clock (each task's share of the time), and the checks on the codes an encoder returns.
 """
 
 from __future__ import annotations
