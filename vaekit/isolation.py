@@ -30,6 +30,7 @@ from pathlib import Path
 
 from .course import GradingMachineError
 from .paths import PACKAGE_DIR
+from .process_env import worker_env
 
 TMPFS_BYTES = 256 * 2**20  # the sandbox's private /tmp
 SHM_BYTES = 16 * 2**20  # its /dev/shm (Python's multiprocessing needs one; nothing the grader runs does)
@@ -255,31 +256,6 @@ def _bwrap_args(binds: list[tuple[str, str]], threads: int, scratch: dict[str, s
     for key, value in worker_env("/tmp", threads).items():
         cmd += ["--setenv", key, value]
     return cmd + ["--"]
-
-
-# glibc's malloc, told to keep freed memory instead of returning each large block to the OS: every 30 MB batch of
-# activations would otherwise be mapped afresh and page-faulted in, a fifth of a grading's CPU time as system time.
-MALLOC_TUNABLES = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=4294967296"
-
-
-def keep_freed_memory() -> None:
-    """The same malloc settings for this process, where the C library is glibc (elsewhere nothing changes)."""
-    import ctypes
-
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return
-    mallopt(-4, 0)  # M_MMAP_MAX: no block of its own mapping
-    mallopt(-1, 2**31 - 1)  # M_TRIM_THRESHOLD: keep up to 2 GiB of freed memory
-
-
-def worker_env(home: str, threads: int) -> dict[str, str]:
-    """The worker's whole environment, sandboxed or not. ``PYTHONPATH`` names the kit's own folder (inside the sandbox
-    its parent holds nothing else): a venv whose editable install points at another checkout imports this kit."""
-    return {"PATH": "/usr/bin:/bin", "HOME": home, "TMPDIR": home, "OMP_NUM_THREADS": str(threads),
-            "PYTHONDONTWRITEBYTECODE": "1", "CUDA_VISIBLE_DEVICES": "", "GLIBC_TUNABLES": MALLOC_TUNABLES,
-            "PYTHONPATH": str(PACKAGE_DIR.parent)}
 
 
 @functools.cache

@@ -13,9 +13,9 @@ import torch
 from . import metrics
 from .classifier import features_and_digits, load_classifier
 from .data import Split, dataset_sha256, load_mnist, load_test_data
-from .isolation import keep_freed_memory
 from .outputs import save_npy, write_atomic
 from .paths import CACHE_DIR
+from .process_env import keep_freed_memory
 
 
 def npz_bytes(**arrays: np.ndarray) -> bytes:

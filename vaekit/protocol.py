@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from .course import SubmissionError
-from .isolation import SANDBOX_DIR, SandboxCommand, SubmissionCgroup, worker_env
+from .isolation import SANDBOX_DIR, SandboxCommand, SubmissionCgroup
+from .process_env import worker_env
 
 MAX_OUTPUT_BYTES = 256 * 2**20  # what a worker may send back (10 000 + 10 000 images are 16 MB per task)
 POLL_S = 0.05  # how often a running worker's output and time are looked at
