@@ -44,9 +44,9 @@ from vaekit.generation import fast_layout, quantize, reconstruct, sample
 from vaekit.grading import GradeSettings, grade_submission
 from vaekit.judge import Judge
 from vaekit.paths import ROOT
+from vaekit.priors import refit_prior
 from vaekit.readme import replace_block
 from vaekit.scoring import feature_fids
-from vaekit.train_command import refit_prior
 
 PY = sys.executable
 MLP = ROOT / "bench" / "mlp_submission.py"
@@ -266,8 +266,6 @@ def task_models(task: str, runs: Path, dry_run: bool, canonical: dict[str, list[
 
 def dry_run_test_data(runs: Path) -> Path:
     """The dry run grades on 300 test images."""
-    import numpy as np
-
     test_data = runs / "test_subset.npz"
     if not test_data.is_file():
         t = load_mnist("test").subset(300)
@@ -340,8 +338,7 @@ def only_rows(which: str, out_dir: Path, runs: Path, dry_run: bool) -> None:
     new = grade_rows(models, runs, test_data, canonical, train_split, dry_run)
     rows = sorted([r for r in results["rows"] if not replaced(r)] + new, key=lambda r: (r["task"] != "vae", r["model"]))
     machine = results["machine"]
-    key = "cgan" if which == "cgan" else which
-    machine["canonical_s"][key] = [round(s, 1) for s in canonical[key]]
+    machine["canonical_s"][which] = [round(s, 1) for s in canonical[which]]
     machine["gan_row_date" if which == "cgan" else f"{which}_rows_date"] = time.strftime("%Y-%m-%d")
     write_results(out_dir, machine, rows, dry_run)
 

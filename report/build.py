@@ -194,7 +194,8 @@ def instability_figure(q1: dict, path: Path) -> None:
     for ax in (kl_ax, rec_ax):
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
-    kl_ax.legend(fontsize=8, frameon=False)
+    if rows:  # result files without curves draw empty panels
+        kl_ax.legend(fontsize=8, frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=150)
     plt.close(fig)

@@ -146,7 +146,7 @@ class Lab:
 
     def refit(self, base: Path, seed: int, components: int, prior_shrink: float, volume_quantile: float) -> dict:
         """Refit the GenModel's per-digit prior on trained weights with other settings, then grade it."""
-        from vaekit.train_command import refit_prior
+        from vaekit.priors import refit_prior
 
         flags = {"components": components, "prior_shrink": prior_shrink, "volume_quantile": volume_quantile}
         if flags == GEN_PRIOR_BASE:  # the trained run's own prior

@@ -20,7 +20,6 @@ import hashlib
 import io
 import json
 import shutil
-import sys
 import tempfile
 import time
 import zipfile
@@ -39,6 +38,7 @@ from .grading import GradeSettings, grade_submission
 from .intake import MAX_ZIP_BYTES, copy_hand_in
 from .judge import Judge
 from .outputs import output_path, write_atomic, write_text
+from .progress import Progress
 from .settings import BatchSettings
 
 KEY_FILE = ".grade_key"  # in each submission's output folder, written last: its results are complete
@@ -113,38 +113,6 @@ class Outcome:
     name: str
     results: dict[str, TaskGrade]
     final: bool  # a verdict on the submission (graded, or its own error), kept for a resumed batch
-
-
-class Progress:
-    """One bar over the batch on a terminal (done, errors, ETA); one short line per submission in a log."""
-
-    def __init__(self, total: int, done: int, stream=sys.stderr):
-        self.total, self.done, self.errors, self.stream = total, done, 0, stream
-        self.bar = None
-        if stream.isatty():
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, initial=done, unit="submission", file=stream, dynamic_ncols=True)
-        self.started = time.monotonic()
-        self.fresh = 0
-
-    def update(self, outcome: Outcome) -> None:
-        self.done += 1
-        self.fresh += 1
-        failed = any(r.error for r in outcome.results.values())
-        self.errors += failed
-        if self.bar is not None:
-            self.bar.set_postfix(errors=self.errors, refresh=False)
-            self.bar.update(1)
-            return
-        rate = (time.monotonic() - self.started) / self.fresh
-        eta = rate * (self.total - self.done)
-        print(f"[{self.done}/{self.total}] {outcome.name}: {'error' if failed else 'graded'} ({self.errors} errors "
-              f"so far; {rate:.1f} s per submission, about {eta / 60:.0f} min left)", file=self.stream, flush=True)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
 
 
 def read_done(out: Path, name: str, key: str, tasks: list[str]) -> dict[str, TaskGrade] | None:
@@ -265,7 +233,7 @@ class BatchRun:
         write_outcome(self.out, outcome, files, key)
         self.outcomes[outcome.name] = outcome
         self.graded += 1
-        self.progress.update(outcome)
+        self.progress.update(outcome.name, any(r.error for r in outcome.results.values()))
 
 
 def run_batch(entries: list[Path], out: Path, tasks: list[str], key_of: Callable[[str], str],

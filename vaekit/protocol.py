@@ -281,16 +281,6 @@ def task_reply(payload: bytes, what: str) -> dict[str, np.ndarray]:
     return out
 
 
-def stage_failure(run: WorkerRun, what: str, timeout: float) -> str:
-    """Why the task a worker was on when it stopped has no reply, in one sentence."""
-    if run.timed_out:
-        return f"timed out after {timeout:g} s while {what} (the submission hung or was too slow)."
-    if run.overflow:
-        return f"the submission's process sent back more than the grader accepts while {what}."
-    how = f"killed by signal {-run.returncode}" if run.returncode < 0 else f"exit status {run.returncode}"
-    return f"the submission's process died while {what} ({how}): {run.stderr_tail}"[:1500]
-
-
 def reply_int(out: dict[str, np.ndarray], key: str) -> int:
     a = out.get(key)
     if not isinstance(a, np.ndarray) or a.shape != () or a.dtype != np.int64:

@@ -16,7 +16,7 @@ import numpy as np
 from .course import SubmissionError
 from .intake import private_copy
 from .judge import npz_bytes
-from .protocol import FrameReader, Worker, reply_int, stage_failure, task_reply
+from .protocol import FrameReader, Worker, WorkerRun, reply_int, task_reply
 
 if TYPE_CHECKING:
     from .intake import Prepared
@@ -109,3 +109,13 @@ def check_codes(enc: dict[str, np.ndarray], n: int) -> np.ndarray:
     if not np.isfinite(mu).all():
         raise SubmissionError("encoding gave NaN or infinite values in mu.")
     return mu
+
+
+def stage_failure(run: WorkerRun, what: str, timeout: float) -> str:
+    """Why the task a worker was on when it stopped has no reply, in one sentence."""
+    if run.timed_out:
+        return f"timed out after {timeout:g} s while {what} (the submission hung or was too slow)."
+    if run.overflow:
+        return f"the submission's process sent back more than the grader accepts while {what}."
+    how = f"killed by signal {-run.returncode}" if run.returncode < 0 else f"exit status {run.returncode}"
+    return f"the submission's process died while {what} ({how}): {run.stderr_tail}"[:1500]

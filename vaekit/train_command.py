@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +23,12 @@ from torch import nn
 
 from . import checkpoint, contract, defaults, plots
 from .adversarial import sharpen_decoder
-from .building import course_model, load_model
+from .building import course_model
 from .cli import HelpFormatter, add_run_flags, setup_run
 from .course import TASKS, SubmissionError, load_submission, trained_from
 from .generation import fast_layout, grid_labels, reconstruct, sample
 from .paths import ROOT
+from .priors import fit_class_prior
 from .samplecheck import PER_DIGIT, check_samples
 from .settings import FitSettings
 from .training_loop import FitHooks, fit
@@ -115,43 +114,6 @@ def make_loss(sub, var: float, terms: bool):
             named = sub.vae_loss_terms(recon, x, mu, logvar, var=var)
         return {**{k: v.detach() for k, v in named.items() if k != "loss"}, "loss": loss}
     return loss_fn
-
-
-@torch.no_grad()
-def fit_class_prior(model: nn.Module, x: torch.Tensor, y: torch.Tensor, shrink: float, **options: float) -> None:
-    """Fit the model's prior (one mixture, or one per digit) to the encoder's codes of the training set;
-    ``options`` go to ``fit_prior`` as they are (the kit's: ``volume_quantile``)."""
-    model.eval()
-    device = next(model.parameters()).device
-    mus, logvars = [], []
-    for i in range(0, len(x), 2000):
-        mu, logvar = model.encode_latent(x[i:i + 2000].to(device), y[i:i + 2000].to(device))
-        mus.append(mu)
-        logvars.append(logvar)
-    model.fit_prior(torch.cat(mus), torch.cat(logvars), y.to(device), shrink=shrink, **options)
-
-
-def refit_prior(src: Path, dst: Path, task: str, x: torch.Tensor, y: torch.Tensor, components: int | None = None,
-                prior_shrink: float | None = None, **options: float) -> None:
-    """Copy a trained submission folder to ``dst`` and refit its prior to the codes of ``x`` (no retraining):
-    ``components`` Gaussians and ``prior_shrink`` (default: as trained) and ``fit_prior`` ``options``."""
-    folder = TASKS[task].folder
-    shutil.copytree(src / folder, dst / folder, ignore=shutil.ignore_patterns("*_state.pth"), dirs_exist_ok=True)
-    source = (src / "submission.py").read_text()
-    if components:  # as a default: the course builds the model from latent_dim alone and loads it strictly
-        source = re.sub(r"components: int = \d+", f"components: int = {components}", source)
-    (dst / "submission.py").write_text(source)
-    overrides = {"components": components} if components else None
-    model, hp = load_model(dst / folder, dst / "submission.py", overrides=overrides, weights=False)
-    weights = checkpoint.load_checkpoint(dst / folder / "epoch.pth")["model_state_dict"]
-    model.load_state_dict({k: v for k, v in weights.items() if not k.startswith("prior.")}, strict=False)
-    if prior_shrink is not None:
-        hp["training"]["prior_shrink"] = prior_shrink
-    fit_class_prior(model, x, y, hp["training"]["prior_shrink"], **options)
-    checkpoint.save_checkpoint(dst / folder / "epoch.pth", model.state_dict(), task=task,
-                               model_class=hp["model_class"], model_kwargs=hp["model_kwargs"])
-    hp["trained_from"] = trained_from(dst / "submission.py", dst / folder / "epoch.pth")
-    checkpoint.write_hyperparameters(dst / folder / "hyperparameters.txt", hp)
 
 
 def train(task: str, args: argparse.Namespace) -> Path:
